@@ -1,0 +1,80 @@
+"""``open_runner``: the runner an artifact needs, chosen by its suffix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tamdeploy.deploy.runners.base import Runner
+from tamdeploy.deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+from tamdeploy.deploy.runners.tensorrt_runner import TensorRTRunner
+from tamdeploy.deploy.runners.torch_runner import TorchRunner
+from tamdeploy.errors import TamdeployError
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".plan", ".engine")
+BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
+
+# the options each backend's runner takes
+_OPTIONS = {
+    "pytorch": {"device", "compile", "threads", "arch", "num_segments", "num_classes", "input_size",
+                "trust_checkpoint"},
+    "onnxruntime": {"providers", "threads", "spin"},
+    "tensorrt": {"threads"},
+}
+
+
+def backend_for(artifact: str | os.PathLike) -> str:
+    """The backend that runs ``artifact``, from its suffix."""
+    suffix = Path(artifact).suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "pytorch"
+    if suffix in ONNX_SUFFIXES:
+        return "onnxruntime"
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + ENGINE_SUFFIXES)
+    raise TamdeployError(f"cannot tell how to run {artifact}: unknown suffix {suffix or '(none)'!r}; "
+                         f"expected one of {known}")
+
+
+def open_runner(artifact: str | os.PathLike, backend: str | None = None, **opts: Any) -> Runner:
+    """An inactive runner for ``artifact``: ``.pt/.pth/.ckpt`` -> PyTorch (``load_checkpoint``),
+    ``.onnx`` -> ONNX Runtime, ``.plan/.engine`` -> TensorRT.
+
+    ``backend`` (pytorch, onnxruntime, tensorrt) must agree with the artifact when given. ``opts`` are
+    the runner's options; None values are ignored, and an option the runner does not take is an error.
+    """
+    path = Path(artifact)
+    native = backend_for(path)
+    if backend is not None and backend not in BACKENDS:
+        raise TamdeployError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend is not None and backend != native:
+        raise TamdeployError(_mismatch(path, native, backend))
+    if not path.is_file():
+        raise TamdeployError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    allowed = _OPTIONS[native]
+    opts = {k: v for k, v in opts.items() if v is not None}
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise TamdeployError(f"option(s) {', '.join(unknown)} do not apply to the {native} runner ({path.name}); "
+                             f"it takes {', '.join(sorted(allowed))}")
+    if native == "pytorch":
+        return TorchRunner.from_checkpoint(path, **opts)
+    if native == "onnxruntime":
+        return OnnxRuntimeRunner(path, **opts)
+    return TensorRTRunner(path, **opts)
+
+
+def _mismatch(path: Path, native: str, backend: str) -> str:
+    if native == "onnxruntime" and backend == "tensorrt":
+        return (f"{path.name} is an ONNX model: build a TensorRT engine from it first (tamdeploy build "
+                f"{path.name}), then run the .plan with --backend tensorrt")
+    if native == "pytorch":
+        return (f"{path.name} is a checkpoint, which runs on pytorch: export it to ONNX first "
+                f"(tamdeploy export {path.name}) to run it on {backend}")
+    if native == "onnxruntime":
+        return f"{path.name} is an ONNX model, which runs on onnxruntime: for pytorch, pass the checkpoint"
+    return f"{path.name} is a TensorRT engine, which runs only on tensorrt"

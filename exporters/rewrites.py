@@ -1,0 +1,143 @@
+"""Export-time rewrites (MMDeploy style): forwards swapped in only while exporting.
+
+Modules are recognised by structure, not by class, so the official TANet / mmaction2 TAM classes and
+ACTION-Net's ``Action`` inside a user's own network are rewritten too. The rewritten forwards compute
+the same function with ops that export with a dynamic batch: TAM's data-dependent grouped conv (whose
+group count would follow the batch) becomes the ``tamdeploy::tam_aggregate`` op, and ACTION-Net's
+permute copies disappear (its trained shift is that op with a static kernel and a unit gate).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tamdeploy.plugins.tam_op  # noqa: F401  (registers torch.ops.tamdeploy.tam_aggregate)
+from tamdeploy.errors import ExportError
+
+ACTION_PARTS = ("net", "action_shift", "action_p1_conv1", "action_p2_squeeze", "action_p2_conv1",
+                "action_p2_expand", "action_p3_squeeze", "action_p3_bn1", "action_p3_conv1",
+                "action_p3_expand")
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    name: str
+    matches: Callable[[nn.Module], bool]
+    forward: Callable[..., torch.Tensor]
+
+
+_REWRITES: list[Rewrite] = []
+
+
+def register_rewrite(name: str, matches: Callable[[nn.Module], bool]):
+    """Register ``forward(module, x)`` as the export-time forward of modules that ``matches``."""
+
+    def wrap(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        _REWRITES.append(Rewrite(name, matches, forward))
+        return forward
+
+    return wrap
+
+
+def num_segments_of(module: nn.Module) -> int:
+    """T, under the official (``n_segment``) or mmaction2 / tamdeploy (``num_segments``) name."""
+    for attr in ("num_segments", "n_segment"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ExportError(f"{type(module).__name__} has no num_segments / n_segment attribute")
+
+
+def is_tam(module: nn.Module) -> bool:
+    g, l_ = getattr(module, "G", None), getattr(module, "L", None)
+    return (isinstance(g, nn.Sequential) and isinstance(l_, nn.Sequential)
+            and isinstance(g[-1], nn.Softmax) and isinstance(l_[-1], nn.Sigmoid))
+
+
+def is_action(module: nn.Module) -> bool:
+    return all(isinstance(getattr(module, part, None), nn.Module) for part in ACTION_PARTS)
+
+
+def _tam_kernel_size(module: nn.Module) -> int:
+    linears = [m for m in module.G if isinstance(m, nn.Linear)]
+    return linears[-1].out_features
+
+
+def _check_tam_geometry(module: nn.Module, k: int) -> None:
+    stride = getattr(module, "adaptive_convolution_stride", getattr(module, "stride", 1))
+    padding = getattr(module, "adaptive_convolution_padding", getattr(module, "padding", (k - 1) // 2))
+    if stride != 1 or padding != (k - 1) // 2:
+        raise ExportError(f"TAM with stride {stride} and padding {padding} cannot be exported: the "
+                          f"TAMAggregate op implements stride 1 and 'same' padding {(k - 1) // 2}")
+
+
+@register_rewrite("tam", is_tam)
+def tam_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    t = num_segments_of(self)
+    k = _tam_kernel_size(self)
+    _check_tam_geometry(self, k)
+    c = x.shape[1]
+    pooled = x.mean(dim=(2, 3)).view(-1, t, c).transpose(1, 2)  # (N, C, T), no copy of x
+    kernel = self.G(pooled.reshape(-1, t)).view(-1, c, k)
+    local = self.L(pooled)
+    return torch.ops.tamdeploy.tam_aggregate(x, kernel, local)
+
+
+@register_rewrite("action", is_action)
+def action_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    t = num_segments_of(self)
+    nt, c, h, w = x.shape
+    shift = self.action_shift.weight  # (C, 1, K): trained depthwise temporal kernel
+    kernel = shift.view(1, c, shift.shape[-1]).expand(nt // t, c, shift.shape[-1])
+    unit_gate = torch.ones_like(shift[:, 0, :1]).view(1, c, 1).expand(nt // t, c, t)
+    xs = torch.ops.tamdeploy.tam_aggregate(x, kernel, unit_gate)
+
+    # spatio-temporal excitation: only the 1-channel mean is permuted
+    mean = xs.mean(1, keepdim=True).view(-1, t, 1, h, w).transpose(1, 2)
+    ste = torch.sigmoid(self.action_p1_conv1(mean)).transpose(1, 2).reshape(nt, 1, h, w)
+
+    # channel excitation on pooled (N*T, C) features
+    squeezed = self.action_p2_squeeze(xs.mean(dim=(2, 3), keepdim=True))
+    r = squeezed.shape[1]
+    temporal = torch.relu(self.action_p2_conv1(squeezed.view(-1, t, r).transpose(1, 2)))
+    ce = torch.sigmoid(self.action_p2_expand(temporal.transpose(1, 2).reshape(nt, r, 1, 1)))
+
+    # motion excitation: pooling is linear, so pool before taking the temporal difference
+    x3 = self.action_p3_bn1(self.action_p3_squeeze(xs))
+    moved = self.action_p3_conv1(x3).mean(dim=(2, 3)).view(-1, t, r)
+    still = x3.mean(dim=(2, 3)).view(-1, t, r)
+    diff = F.pad(moved[:, 1:] - still[:, :-1], (0, 0, 0, 1))
+    me = torch.sigmoid(self.action_p3_expand(diff.reshape(nt, r, 1, 1)))
+
+    # x*ste + x + x*ce + x + x*me + x == x * (ste + ce + me + 3)
+    return self.net(xs * (ste + (ce + me + 3.0)))
+
+
+@contextmanager
+def export_rewrites(model: nn.Module) -> Iterator[list[tuple[str, str]]]:
+    """Swap in the export forwards; yields [(module path, rewrite name)]; restores on exit."""
+    patched: list[tuple[nn.Module, object]] = []
+    applied: list[tuple[str, str]] = []
+    missing = object()
+    try:
+        for path, module in model.named_modules():
+            rewrite = next((r for r in _REWRITES if r.matches(module)), None)
+            if rewrite is None:
+                continue
+            patched.append((module, module.__dict__.get("forward", missing)))
+            module.forward = types.MethodType(rewrite.forward, module)
+            applied.append((path, rewrite.name))
+        yield applied
+    finally:
+        for module, previous in patched:
+            if previous is missing:
+                del module.forward
+            else:
+                module.forward = previous

@@ -1,0 +1,63 @@
+"""Terminal output shared by the commands: results on stdout, messages and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable result on stdout (plain print: rich would wrap or colour it)."""
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+
+
+def info(message: str) -> None:
+    err.print(escape(message), highlight=False)
+
+
+def error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+def key_value_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Progress]:
+    """A rich progress bar on stderr; ``enabled=False`` (e.g. with --json) keeps it quiet."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=not enabled,
+    )
+    with progress:
+        yield progress
+
+
+def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
+    with progress_bar(enabled) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)
