@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from tamdeploy.errors import ExportError
+from tamdeploy.io import check_writable
 from tamdeploy.exporters.onnx_export import ExportOptions, ExportResult, export_model
 from tamdeploy.exporters.parity import ParityResult, check_export_parity
 from tamdeploy.models.registry import MIN_INPUT_SIZE
@@ -36,7 +37,8 @@ def _apply_input_size(cfg: ModelConfig, input_size: int | None) -> ModelConfig:
 
 
 def _load(checkpoint: Path, arch: str | None, num_segments: int | None, num_classes: int | None,
-          input_size: int | None, model_spec: str | None, trust: bool) -> tuple[nn.Module, ModelConfig, str, str, list[str]]:
+          input_size: int | None, model_spec: str | None, trust: bool,
+          ) -> tuple[nn.Module, ModelConfig, str, str, list[str]]:
     """(model, config, layout, checkpoint sha256, warnings)."""
     if model_spec is None:
         from tamdeploy.models import load_checkpoint
@@ -58,6 +60,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     checkpoint = Path(checkpoint)
     options = options or ExportOptions()
     out = Path(output) if output is not None else default_output(checkpoint)
+    check_writable(out)
     model, cfg, layout, sha, warnings = _load(checkpoint, arch, num_segments, num_classes, input_size,
                                               model_spec, trust_checkpoint)
     cfg = _apply_input_size(cfg, input_size)

@@ -61,3 +61,13 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         for item in items:
             yield item
             progress.advance(task)
+
+
+@contextmanager
+def status(message: str, enabled: bool = True) -> Iterator[None]:
+    """A spinner on stderr for work without a known length (quiet with --json)."""
+    if not enabled:
+        yield
+        return
+    with err.status(escape(message)):
+        yield

@@ -13,15 +13,25 @@ from pathlib import Path
 from tamdeploy.errors import TamdeployError
 
 
-@contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``target``; on success it replaces ``target``, on error it is removed."""
+def check_writable(target: str | os.PathLike) -> Path:
+    """The directory ``target`` would be written into; a one-line error if that cannot happen, so
+    that long work fails before it starts rather than at the end."""
     target = Path(target)
     directory = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise TamdeployError(f"cannot write {target}: it is a directory")
     if not directory.is_dir():
         raise TamdeployError(f"cannot write {target}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise TamdeployError(f"cannot write {target}: directory {directory} is not writable")
+    return directory
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success it replaces ``target``, on error it is removed."""
+    target = Path(target)
+    directory = check_writable(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     tmp_path = Path(tmp)

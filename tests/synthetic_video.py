@@ -14,14 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-# container suffix -> (encoder, pixel format); yuv420p needs even width and height
-VIDEO_CODECS = {
-    ".mp4": ("libx264", "yuv420p"),
-    ".mkv": ("libx264", "yuv420p"),
-    ".mov": ("libx264", "yuv420p"),
-    ".avi": ("mpeg4", "yuv420p"),
-    ".webm": ("libvpx-vp9", "yuv420p"),
-}
+from tamdeploy.deploy.synthetic import VIDEO_CODECS, write_video  # noqa: F401  (re-exported for tests)
 
 
 def flat_colour(i: int) -> tuple[int, int, int]:
@@ -48,23 +41,6 @@ def coded_frames(n: int, height: int, width: int) -> np.ndarray:
     frames[..., 1] = np.arange(height, dtype=np.uint8)[None, :, None]
     frames[..., 2] = np.arange(width, dtype=np.uint8)[None, None, :]
     return frames
-
-
-def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str | None = None,
-                options: dict[str, str] | None = None) -> Path:
-    """Encode ``frames`` into a video; the codec defaults by suffix (``VIDEO_CODECS``)."""
-    path = Path(path)
-    default_codec, pix_fmt = VIDEO_CODECS[path.suffix.lower()]
-    _, height, width, _ = frames.shape
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec or default_codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        if options:
-            stream.options = options
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode(None))
-    return path
 
 
 def write_image(path: str | Path, frame: np.ndarray) -> Path:
