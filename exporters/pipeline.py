@@ -8,9 +8,9 @@ from pathlib import Path
 from torch import nn
 
 from tamdeploy.errors import ExportError
-from tamdeploy.io import check_writable
 from tamdeploy.exporters.onnx_export import ExportOptions, ExportResult, export_model
 from tamdeploy.exporters.parity import ParityResult, check_export_parity
+from tamdeploy.io import check_writable
 from tamdeploy.models.registry import MIN_INPUT_SIZE
 from tamdeploy.models.resnet import ModelConfig
 
