@@ -16,6 +16,7 @@ class CliResult:
     exit_code: int
     stdout: str
     stderr: str
+    exception: BaseException | None = None
 
     def json(self) -> dict:
         return json.loads(self.stdout)
@@ -23,7 +24,7 @@ class CliResult:
 
 def invoke(*args: str) -> CliResult:
     result = CliRunner().invoke(app, [str(a) for a in args])
-    return CliResult(result.exit_code, result.stdout, result.stderr)
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
 
 
 @pytest.fixture

@@ -142,7 +142,7 @@ def train(model: nn.Module, clip_spec: ClipSpec, *, spec: MotionSpec = MotionSpe
         if time_limit is not None and time.perf_counter() - started > time_limit:
             break
     recalibrate_batchnorm(model, [sample_batch(batch_size, rng, clip_spec, spec)[0] for _ in range(4)])
-    return TrainResult(steps=step, seconds=time.perf_counter() - started, final_loss=float(loss))
+    return TrainResult(steps=step, seconds=time.perf_counter() - started, final_loss=float(loss.detach()))
 
 
 @torch.no_grad()
