@@ -67,4 +67,4 @@ def run() -> None:
 
 
 # each command module registers itself on ``app``
-from tamdeploy.commands import bench_cmd, demo_cmd, export_cmd, inspect_cmd  # noqa: E402,F401
+from tamdeploy.commands import bench_cmd, build_cmd, demo_cmd, export_cmd, inspect_cmd, verify_cmd  # noqa: E402,F401
