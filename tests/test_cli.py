@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 from checkpoint_factory import randomize_, save_mmaction2
 from conftest import invoke
+from test_checkpoints import _RunsCommand
 
 from tamdeploy import __version__
 from tamdeploy.models import create_model, save_checkpoint
@@ -75,19 +75,11 @@ def test_inspect_bad_inputs(tmp_path, tanet_ckpt):
     _one_line_exit_2(invoke("inspect", tanet_ckpt, "--num-segments", "8"), "contradicts")
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "created-by-pickle"
     evil = tmp_path / "evil.pth"
     sd = create_model("se_resnet50", width=0.25, num_classes=3).state_dict()
-    torch.save({"state_dict": sd, "meta": _Payload(marker)}, evil)
+    torch.save({"state_dict": sd, "meta": _RunsCommand(marker)}, evil)
     for command in (["inspect", evil], ["export", evil, "-o", tmp_path / "evil.onnx"]):
         _one_line_exit_2(invoke(*command), "--trust-checkpoint")
     assert not marker.exists()
