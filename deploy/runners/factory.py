@@ -22,7 +22,7 @@ _OPTIONS = {
     "pytorch": {"device", "compile", "threads", "arch", "num_segments", "num_classes", "input_size",
                 "trust_checkpoint"},
     "onnxruntime": {"providers", "threads", "spin"},
-    "tensorrt": {"threads"},
+    "tensorrt": {"threads", "cuda_graph", "device"},
 }
 
 
