@@ -29,7 +29,6 @@ from tamdeploy.deploy.precision import (
     topological_sort,
 )
 from tamdeploy.deploy.quantize import (
-    build_int8,
     check_tensorrt_qdq,
     default_exclusions,
     layer_sensitivity,
