@@ -44,8 +44,8 @@ from tamdeploy.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 T, SIZE = 4, 32
 EVAL_CLIPS, CALIB_CLIPS = 256, 32
 ARCHS = ("tanet_r50", "action_r50")
-# steps x batch of the training recipe per architecture (each < ~30 s on a quiet 2-core machine)
-RECIPES = {"tanet_r50": {"steps": 160, "batch_size": 16, "lr": 6e-3},
+# training recipes, one torch thread: ~60 s (TANet; 160 steps left it at 95-97 % in some runs) and ~26 s
+RECIPES = {"tanet_r50": {"steps": 240, "batch_size": 16, "lr": 6e-3},
            "action_r50": {"steps": 60, "batch_size": 16, "lr": 3e-3}}
 SPEC = ClipSpec(T, SIZE, IMAGENET_MEAN, IMAGENET_STD)
 
@@ -121,12 +121,7 @@ def build_json(*args: str) -> dict:
 # --- accuracy ------------------------------------------------------------------------------------
 
 
-# TANet's training recipe does not yet reach 95% reliably (92.6% in CI): its accuracy-bearing tests wait for
-# a better recipe (issue 6 stays open); ACTION-Net's run here.
-ACCURACY_ARCHS = ("action_r50",)
-
-
-@pytest.mark.parametrize("arch", ACCURACY_ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_trained_models_read_the_order_of_frames(arch, trained, held_out):
     model = trained(arch)
     x, labels = held_out
@@ -159,12 +154,16 @@ def test_fp16_graph_agrees_with_fp32(arch, trained, held_out):
     assert abs(accuracy(fp16, labels) - accuracy(model.fp32_logits, labels)) <= 0.005
 
 
-@pytest.mark.parametrize("arch", ACCURACY_ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_int8_graph_keeps_accuracy_and_tensorrt_rules(arch, trained, held_out, clips, tmp_path):
     model = trained(arch)
     out = tmp_path / "int8.onnx"
+    # TANet --sensitivity: with the default exclusions alone, its INT8 agreement ranged 93-100 % over models
+    # trained with other seeds / steps; the measured fallback (a few early convs) restored >= 99 %.
+    # ACTION-Net's stayed at 99.6-100 % with the defaults.
+    sensitivity = ["--sensitivity"] if arch == "tanet_r50" else []
     report = build_json(model.onnx_path, "--int8", "--calib", clips["calib"], "--calib-samples", str(CALIB_CLIPS),
-                        "-o", out)
+                        *sensitivity, "-o", out)
     assert report["calibration"]["samples"] == CALIB_CLIPS and not report["calibration"]["random"]
     graph = onnx.load(str(out))
     onnx.checker.check_model(graph, full_check=True)
@@ -178,7 +177,10 @@ def test_int8_graph_keeps_accuracy_and_tensorrt_rules(arch, trained, held_out, c
     assert all(types[i] == onnx.TensorProto.FLOAT for n in tam_nodes(graph) for i in (*n.input, *n.output))
     excluded = report["int8"]["excluded_nodes"]
     source = onnx.load(str(model.onnx_path))
-    assert excluded == default_exclusions(source)
+    defaults = default_exclusions(source)
+    fallback = excluded[len(defaults):]
+    assert excluded[:len(defaults)] == defaults
+    assert len(fallback) <= -(-len(report["int8"].get("sensitivity", [])) // 4)
     kernel_branch = set(tam_kernel_branch(source)) & {n.name for n in quantizable_nodes(source)}
     assert kernel_branch <= set(excluded) and len(kernel_branch) == (32 if arch == "tanet_r50" else 0)
     assert report["size_ratio"] <= 0.4  # tiny layers: scales and float biases weigh more than at full size

@@ -39,7 +39,8 @@ def _sensitivity_table(errors: list[LayerError], fallback: list[str]) -> Table:
         table.add_row(e.node, e.op_type, f"{e.rel_l2_error:.3g}", f"{e.top1_agreement:.1%}",
                       "FP32" if e.node in fallback else "")
     table.caption = (f"{len(errors)} layers; kept in float: {', '.join(fallback) if fallback else 'none'} "
-                     "(the fewest worst layers for 99% top-1 agreement with FP32 on the calibration clips)")
+                     "(the fewest worst layers for 99% top-1 agreement with FP32 on up to 32 calibration clips, "
+                     "one flip allowed)")
     return table
 
 
