@@ -20,13 +20,11 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from tamdeploy.deploy.bench import run_benchmark
 from tamdeploy.deploy.runners import OnnxRuntimeRunner, TorchRunner
 from tamdeploy.exporters.onnx_export import ExportOptions
 from tamdeploy.exporters.pipeline import export_checkpoint
-from tamdeploy.models import create_model, save_checkpoint
+from tamdeploy.models import create_model, randomize_batchnorm_, save_checkpoint
 
 TARGETS = {
     "export_seconds_tanet": 60.0,
@@ -36,18 +34,9 @@ TARGETS = {
 }
 
 
-def randomized_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
-
-
 def export(arch: str, out_dir: Path, tam_op: str) -> tuple[Path, Path, float, float]:
     """(checkpoint, onnx, export seconds, parity seconds)."""
-    ckpt = save_checkpoint(randomized_bn(create_model(arch), seed=1), None, out_dir / f"{arch}.pth")
+    ckpt = save_checkpoint(randomize_batchnorm_(create_model(arch), seed=1), None, out_dir / f"{arch}.pth")
     started = time.perf_counter()
     run = export_checkpoint(ckpt, out_dir / f"{arch}.onnx", options=ExportOptions(tam_op=tam_op))
     total = time.perf_counter() - started

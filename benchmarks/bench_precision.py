@@ -23,24 +23,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tamdeploy.deploy.bench import run_benchmark
 from tamdeploy.deploy.build import BuildOptions, build
 from tamdeploy.deploy.runners import OnnxRuntimeRunner
 from tamdeploy.exporters.pipeline import export_checkpoint
-from tamdeploy.models import create_model, save_checkpoint
+from tamdeploy.models import create_model, randomize_batchnorm_, save_checkpoint
 
 INT8_SIZE_TARGET = 0.30
-
-
-def randomized_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
 
 
 def main() -> None:
@@ -54,7 +44,8 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    ckpt = save_checkpoint(randomized_bn(create_model("tanet_r50"), seed=1), None, args.out_dir / "tanet_r50.pth")
+    model = randomize_batchnorm_(create_model("tanet_r50"), seed=1)
+    ckpt = save_checkpoint(model, None, args.out_dir / "tanet_r50.pth")
     fp32 = export_checkpoint(ckpt, args.out_dir / "tanet_r50.onnx", verify=False).export.path
     print(f"export: {time.perf_counter() - started:.1f} s", flush=True)
     graphs = {"fp32": fp32}

@@ -41,17 +41,11 @@ class DemoReport:
 
 
 def _demo_model() -> torch.nn.Module:
-    from tamdeploy.models import create_model
+    from tamdeploy.models import create_model, randomize_batchnorm_
 
     torch.manual_seed(0)
     model = create_model(ARCH, **DEMO_CONFIG)
-    # trained networks have non-trivial BatchNorm statistics; give the demo some, so BN is not identity
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
+    return randomize_batchnorm_(model, seed=1)
 
 
 def run_demo(directory: Path, seconds: float = 5.0, progress: bool = True) -> DemoReport:

@@ -98,3 +98,16 @@ for _cfg in (
     ModelConfig(arch="se_resnet101", block="se", depth=101, num_classes=1000, num_segments=None),
 ):
     register_model(_cfg)(_resnet)
+
+
+def randomize_batchnorm_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics (in place), as trained networks have, so
+    that random-weight demos and benchmarks do not run with BN as the identity; returns it in eval mode."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()

@@ -15,6 +15,7 @@ importing this package needs neither TensorRT nor CUDA.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -48,7 +49,7 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": np.dtype(self.dtype).name}
 
 
-class Runner:
+class Runner(ABC):
     """Base class of the backends. Subclasses set ``name`` and implement the ``*_impl`` hooks:
 
     - ``activate_impl()``: load / allocate; may set ``config`` and ``precision``;
@@ -139,20 +140,25 @@ class Runner:
 
     # --- backend hooks ---------------------------------------------------------------------------
 
+    @abstractmethod
     def activate_impl(self) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not implement activate_impl()")
+        """Backend hook; see the class docstring."""
 
+    @abstractmethod
     def input_specs_impl(self) -> Sequence[TensorSpec]:
-        raise NotImplementedError(f"{type(self).__name__} does not implement input_specs_impl()")
+        """Backend hook; see the class docstring."""
 
+    @abstractmethod
     def output_names_impl(self) -> Sequence[str]:
-        raise NotImplementedError(f"{type(self).__name__} does not implement output_names_impl()")
+        """Backend hook; see the class docstring."""
 
+    @abstractmethod
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{type(self).__name__} does not implement infer_impl()")
+        """Backend hook; see the class docstring."""
 
+    @abstractmethod
     def deactivate_impl(self) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not implement deactivate_impl()")
+        """Backend hook; see the class docstring."""
 
     @property
     def torch_cuda_device(self) -> torch.device | None:
