@@ -9,6 +9,9 @@
    previous round, so that drift (thermal, other load) and cache effects reach all runners alike.
    Each call is timed with ``time.perf_counter_ns`` around ``runner.infer(feed)``: host arrays in,
    host arrays out, so GPU runners include their copies. The garbage collector is off while timing.
+   With several runners, calls start ``settle`` seconds apart: ONNX Runtime's and OpenMP's threads
+   busy-wait for a while after a call (their default, and what a deployment gets), and without the
+   pause they would take the CPU from the next runner's call.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = ["BatchResult", "BenchReport", "LatencyStats", "RunnerResult", "run_be
 
 DEFAULT_BATCHES = (1, 4, 16)
 DEFAULT_ITERS = 50
+DEFAULT_SETTLE_S = 0.05  # longer than ONNX Runtime's and libgomp's spin-wait after a parallel region
 Feed = Mapping[str, np.ndarray]
 
 
@@ -49,6 +53,7 @@ def run_benchmark(
     threads: int | None = None,
     inputs: Feed | None = None,
     seed: int = 0,
+    settle: float | None = None,
     progress: bool = True,
 ) -> BenchReport:
     """Measure ``runners`` (``(label, runner)`` pairs, not yet active; the first is the reference of
@@ -58,14 +63,17 @@ def run_benchmark(
     neither: ``DEFAULT_ITERS``. ``threads`` sets every runner's intra-op threads (torch.set_num_threads,
     ONNX Runtime's intra_op_num_threads). ``inputs`` is a feed whose first axis holds clips: a batch of
     B takes clips 0..B-1, cycling when there are fewer; without it, each batch gets standard-normal
-    arrays (seeded), made once and shared by the runners whose input specs are equal.
+    arrays (seeded), made once and shared by the runners whose input specs are equal. ``settle``: the
+    pause in seconds before each call when there are several runners (None: ``DEFAULT_SETTLE_S``).
     """
-    batches = _check_args(runners, batches, warmup, iters, duration, threads)
+    batches = _check_args(runners, batches, warmup, iters, duration, threads, settle)
     if iters is None and duration is None:
         iters = DEFAULT_ITERS
     started = time.perf_counter()
     feeds = _Inputs(inputs, seed)
-    notes = [f"{label}: {note}" for label, r in runners if len(runners) > 1 and (note := r.share_cpu())]
+    settle = (DEFAULT_SETTLE_S if settle is None else settle) if len(runners) > 1 else 0.0
+    notes = [f"calls start {settle * 1000:g} ms apart, so that threads still busy-waiting after one runner's "
+             f"call do not slow the next runner"] if settle > 0 else []
     with ExitStack() as stack, progress_bar(progress) as bar:
         loads = []
         task = bar.add_task("loading", total=len(runners))
@@ -79,7 +87,7 @@ def run_benchmark(
         samples: dict[tuple[int, int], list[int]] = {}
         for batch in batches:
             batch_feeds = [feeds.get(runner, batch) for _, runner in runners]
-            timed = _measure([r for _, r in runners], batch_feeds, batch, warmup, iters, duration, bar)
+            timed = _measure([r for _, r in runners], batch_feeds, batch, warmup, iters, duration, settle, bar)
             for i, ns in enumerate(timed):
                 samples[i, batch] = ns
         results = [_runner_result(label, runner, load, batches, samples, i)
@@ -93,7 +101,7 @@ def run_benchmark(
 
 
 def _check_args(runners: Sequence[tuple[str, Runner]], batches: Sequence[int], warmup: int, iters: int | None,
-                duration: float | None, threads: int | None) -> list[int]:
+                duration: float | None, threads: int | None, settle: float | None) -> list[int]:
     if not runners:
         raise TamdeployError("nothing to benchmark: give at least one runner")
     labels = [label for label, _ in runners]
@@ -116,6 +124,8 @@ def _check_args(runners: Sequence[tuple[str, Runner]], batches: Sequence[int], w
         raise TamdeployError(f"warm-up rounds must be >= 0, got {warmup}")
     if threads is not None and threads < 1:
         raise TamdeployError(f"threads must be >= 1, got {threads}")
+    if settle is not None and not 0 <= settle <= 10:
+        raise TamdeployError(f"the pause between calls must be 0-10 seconds, got {settle}")
     return batches
 
 
@@ -208,11 +218,12 @@ def _reset_peak_rss() -> int | None:
 
 
 def _measure(runners: list[Runner], feeds: list[Feed], batch: int, warmup: int, iters: int | None,
-             duration: float | None, bar: Progress) -> list[list[int]]:
+             duration: float | None, settle: float, bar: Progress) -> list[list[int]]:
     """Per runner, the nanoseconds of each timed call at this batch."""
     n = len(runners)
     for round_ in range(warmup):
         for i in _order(round_, n):
+            time.sleep(settle)
             runners[i].infer(feeds[i])
     samples: list[list[int]] = [[] for _ in runners]
     total = iters if iters is not None else max(1, math.ceil(duration))
@@ -227,6 +238,7 @@ def _measure(runners: list[Runner], feeds: list[Feed], batch: int, warmup: int, 
         round_ = 0
         while True:
             for i in _order(warmup + round_, n):
+                time.sleep(settle)
                 t0 = time.perf_counter_ns()
                 runners[i].infer(feeds[i])
                 samples[i].append(time.perf_counter_ns() - t0)

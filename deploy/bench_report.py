@@ -101,7 +101,7 @@ class BenchReport:
     inputs: str  # "random normal (seed N)" or "given"
     wall_seconds: float
     environment: dict[str, str]
-    notes: list[str]  # settings the bench changed so that interleaved runners do not disturb each other
+    notes: list[str]  # how the bench kept interleaved runners from disturbing each other
 
     def runner(self, label: str) -> RunnerResult:
         for result in self.runners:

@@ -104,20 +104,82 @@ def action_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ste = torch.sigmoid(self.action_p1_conv1(mean)).transpose(1, 2).reshape(nt, 1, h, w)
 
     # channel excitation on pooled (N*T, C) features
-    squeezed = self.action_p2_squeeze(xs.mean(dim=(2, 3), keepdim=True))
+    sums = _tap_sums(xs)
+    squeezed = self.action_p2_squeeze((sums[..., 4] / (h * w)).view(nt, c, 1, 1))
     r = squeezed.shape[1]
     temporal = torch.relu(self.action_p2_conv1(squeezed.view(-1, t, r).transpose(1, 2)))
     ce = torch.sigmoid(self.action_p2_expand(temporal.transpose(1, 2).reshape(nt, r, 1, 1)))
 
-    # motion excitation: pooling is linear, so pool before taking the temporal difference
-    x3 = self.action_p3_bn1(self.action_p3_squeeze(xs))
-    moved = self.action_p3_conv1(x3).mean(dim=(2, 3)).view(-1, t, r)
-    still = x3.mean(dim=(2, 3)).view(-1, t, r)
-    diff = F.pad(moved[:, 1:] - still[:, :-1], (0, 0, 0, 1))
-    me = torch.sigmoid(self.action_p3_expand(diff.reshape(nt, r, 1, 1)))
+    # motion excitation: d[t] = mean(conv(x3))[t+1] - mean(x3)[t], pooled before the difference
+    moved, still = _motion_means(self, xs, sums)
+    r3 = moved.shape[-1]
+    diff = F.pad(moved.view(-1, t, r3)[:, 1:] - still.view(-1, t, r3)[:, :-1], (0, 0, 0, 1))
+    me = torch.sigmoid(self.action_p3_expand(diff.reshape(nt, r3, 1, 1)))
 
     # x*ste + x + x*ce + x + x*me + x == x * (ste + ce + me + 3)
     return self.net(xs * (ste + (ce + me + 3.0)))
+
+
+def _read_by_taps(size: int, like: torch.Tensor) -> torch.Tensor:
+    """[size, 3]: 1 where a 3x3 'same' conv's tap offset -1, 0, +1 reads that row (or column).
+
+    Offset -1 never reads the last line, +1 never the first. Built from a Python list, so that export
+    records one constant rather than the ops that would make it.
+    """
+    rows = [[float(i != size - 1), 1.0, float(i != 0)] for i in range(size)]
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def _tap_sums(x: torch.Tensor) -> torch.Tensor:
+    """[NT, C, 9]: per tap (a, b) of a 3x3 'same' conv, the sum of the pixels of ``x`` that tap reads.
+
+    Bilinear in x: rows read by tap a times x times columns read by tap b, so two MatMuls (the first
+    reads x once, the second a [NT, C, H, 3] tensor). Index 4, the centre tap, is the sum of all pixels.
+    """
+    h, w = x.shape[-2:]
+    return (_read_by_taps(h, x).T @ (x @ _read_by_taps(w, x))).flatten(2)
+
+
+def _is_motion_linear(self: nn.Module) -> bool:
+    """ME's squeeze conv, BN and depthwise conv are the affine maps whose means _motion_means derives."""
+    sq, bn, dw = self.action_p3_squeeze, self.action_p3_bn1, self.action_p3_conv1
+    return (isinstance(sq, nn.Conv2d) and sq.kernel_size == (1, 1) and sq.stride == (1, 1) and sq.groups == 1
+            and sq.padding in ((0, 0), 0)
+            and isinstance(bn, nn.BatchNorm2d) and not bn.training and bn.running_var is not None
+            and isinstance(dw, nn.Conv2d) and dw.kernel_size == (3, 3) and dw.stride == (1, 1)
+            and dw.padding == (1, 1) and dw.dilation == (1, 1) and dw.padding_mode == "zeros"
+            and dw.groups == dw.in_channels == dw.out_channels == sq.out_channels)
+
+
+def _motion_means(self: nn.Module, xs: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[NT, r] spatial means of dwconv(x3) and of x3, x3 = BN(squeeze(xs)).
+
+    Squeeze and BN are affine per pixel and the depthwise conv sums its taps, so both means are linear
+    in ``sums`` (``_tap_sums(xs)``) plus constants: the full-resolution squeeze, BN and depthwise
+    conv never run. Other ME layouts take the direct path.
+    """
+    sq, bn, dw = self.action_p3_squeeze, self.action_p3_bn1, self.action_p3_conv1
+    h, w = xs.shape[2:]
+    if not _is_motion_linear(self):
+        x3 = bn(sq(xs))
+        return dw(x3).mean(dim=(2, 3)), x3.mean(dim=(2, 3))
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    offset = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0.0)
+    if sq.bias is not None:
+        offset = offset + sq.bias * scale
+    taps = dw.weight.flatten(1)  # [r, 9]
+    read = torch.tensor([(h - (a != 1)) * (w - (b != 1)) for a in range(3) for b in range(3)],
+                        dtype=xs.dtype, device=xs.device)  # how many pixels each tap reads
+    # per pixel x3 = scale * (W_sq xs) + offset, so x3 summed over tap j's pixels is scale * W_sq sums_j
+    # + offset * read_j, and mean(dwconv(x3)) = sum_j taps_j * (x3 summed over tap j's pixels) / hw
+    z = torch.matmul(sq.weight.flatten(1), sums)  # [r, C] @ [NT, C, 9]
+    moved = (z * (taps * (scale / (h * w))[:, None])).sum(-1) + (taps @ read) * offset / (h * w)
+    if dw.bias is not None:
+        moved = moved + dw.bias
+    still = z[..., 4] * (scale / (h * w)) + offset
+    return moved, still
 
 
 @contextmanager

@@ -27,6 +27,9 @@ def bench(
     duration: Annotated[float | None, typer.Option(help="Seconds of timed rounds per batch, "
                                                         "instead of --iters.")] = None,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads for every runner.")] = None,
+    settle_ms: Annotated[float, typer.Option(
+        help="With several artifacts, the pause before each call, so that threads still busy-waiting after "
+             "one runner's call do not slow the next (they keep their default settings).")] = 50.0,
     compile: Annotated[bool, typer.Option("--compile", help="Run checkpoints through torch.compile.")] = False,
     input_size: Annotated[int | None, typer.Option(
         help="Input size for checkpoints (default: that of the first tamdeploy ONNX given, else 224).")] = None,
@@ -48,7 +51,7 @@ def bench(
         raise TamdeployError("give --iters or --duration, not both")
     runners = build_runners(list(artifacts), backend, compile, input_size, num_segments, trust_checkpoint)
     report = run_benchmark(runners, parse_batches(batch), warmup=warmup, iters=iters, duration=duration,
-                           threads=threads, progress=not json_output)
+                           threads=threads, settle=settle_ms / 1000, progress=not json_output)
     if plot is not None:
         report.plot(plot)
     if json_output:
