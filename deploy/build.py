@@ -22,8 +22,6 @@ from tamdeploy.errors import BackendUnavailableError, TamdeployError
 from tamdeploy.io import sha256_file, write_bytes_atomic
 
 TARGETS = ("onnxruntime", "tensorrt")
-TENSORRT_MISSING = ('TensorRT is not installed here: pip install "tamdeploy[tensorrt]" on a machine with an NVIDIA '
-                    "GPU, or build for ONNX Runtime, which works here (--target onnxruntime)")
 
 
 @dataclass(frozen=True)
@@ -81,12 +79,10 @@ def default_output(model_path: Path, precision: str | None, target: str) -> Path
 
 def _engine_builder() -> Callable[..., object]:
     """``deploy.engine.build_engine``, or the one-line error when TensorRT cannot be used here."""
+    from tamdeploy.deploy.engine import BUILD_INSTALL_HINT, build_engine
+
     if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailableError(TENSORRT_MISSING)
-    try:
-        from tamdeploy.deploy.engine import build_engine
-    except ImportError as e:
-        raise BackendUnavailableError(TENSORRT_MISSING) from e
+        raise BackendUnavailableError(BUILD_INSTALL_HINT)
     return build_engine
 
 

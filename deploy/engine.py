@@ -41,11 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from tamdeploy import __version__
+from tamdeploy.deploy.precision import graph_precision
+from tamdeploy.deploy.runners.tensorrt_runner import cuda_missing, tensorrt_missing
 from tamdeploy.errors import BackendUnavailableError, TamdeployError
 from tamdeploy.io import sha256_file, write_bytes_atomic
 
-BUILD_INSTALL_HINT = ('TensorRT is not installed: pip install "tamdeploy[tensorrt]" on a machine with an NVIDIA GPU; '
-                      "--target onnxruntime works here")
+BUILD_INSTALL_HINT = tensorrt_missing("--target onnxruntime works here")
+BUILD_NO_CUDA_HINT = cuda_missing("are built and run", "--target onnxruntime works here")
 DEFAULT_BATCH = (1, 1, 16)
 SIDECAR_FORMAT = "tamdeploy-tensorrt-engine"
 SIDECAR_VERSION = 1
@@ -170,21 +172,6 @@ def count_tam_nodes(model: Any) -> int:
     return sum(1 for n in model.graph.node if n.op_type == PLUGIN_NAME and n.domain == PLUGIN_NAMESPACE)
 
 
-def graph_precision(model: Any) -> str:
-    """int8 (Q/DQ nodes), fp16 (FP16 initializers or casts to FP16) or fp32, from the graph alone."""
-    import onnx
-
-    ops = {n.op_type for n in model.graph.node}
-    if {"QuantizeLinear", "DequantizeLinear"} & ops:
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    for node in model.graph.node:
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in node.attribute):
-            return "fp16"
-    return "fp32"
-
-
 # --- sidecar ----------------------------------------------------------------------------------------
 
 
@@ -246,7 +233,7 @@ def check_sidecar(sidecar: Mapping[str, Any], engine_path: str | Path, *, tensor
 
 
 def import_tensorrt_for_build() -> Any:
-    """``tensorrt`` with a usable CUDA GPU, or ``BackendUnavailableError(BUILD_INSTALL_HINT)``."""
+    """``tensorrt`` with a usable CUDA GPU, or a ``BackendUnavailableError`` that says which is missing."""
     try:
         import tensorrt
     except ImportError as e:
@@ -254,7 +241,7 @@ def import_tensorrt_for_build() -> Any:
     import torch
 
     if not torch.cuda.is_available():
-        raise BackendUnavailableError(BUILD_INSTALL_HINT)
+        raise BackendUnavailableError(BUILD_NO_CUDA_HINT)
     return tensorrt
 
 

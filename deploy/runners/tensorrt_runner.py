@@ -32,10 +32,20 @@ from tamdeploy.errors import BackendUnavailableError, DataError, TamdeployError
 if TYPE_CHECKING:
     import torch
 
-INSTALL_HINT = ('TensorRT is not installed: pip install "tamdeploy[tensorrt]" on a machine with an NVIDIA GPU; '
-                "use --backend onnxruntime here")
-NO_CUDA_HINT = ("CUDA is not available here (no NVIDIA GPU, driver or CUDA build of torch): TensorRT engines run on "
-                "NVIDIA GPUs; use --backend onnxruntime here")
+
+def tensorrt_missing(instead: str) -> str:
+    """The one-line error when TensorRT cannot be imported, ending with what works here instead."""
+    return f'TensorRT is not installed: pip install "tamdeploy[tensorrt]" on a machine with an NVIDIA GPU; {instead}'
+
+
+def cuda_missing(what: str, instead: str) -> str:
+    """The one-line error when TensorRT is installed but there is no GPU to use it on."""
+    return (f"CUDA is not available here (no NVIDIA GPU, driver or CUDA build of torch): TensorRT engines {what} "
+            f"on NVIDIA GPUs; {instead}")
+
+
+INSTALL_HINT = tensorrt_missing("use --backend onnxruntime here")
+NO_CUDA_HINT = cuda_missing("run", "use --backend onnxruntime here")
 
 
 def import_tensorrt() -> ModuleType:
