@@ -170,8 +170,7 @@ def _motion_means(self: nn.Module, xs: torch.Tensor, sums: torch.Tensor) -> tupl
     if sq.bias is not None:
         offset = offset + sq.bias * scale
     taps = dw.weight.flatten(1)  # [r, 9]
-    read = torch.tensor([(h - (a != 1)) * (w - (b != 1)) for a in range(3) for b in range(3)],
-                        dtype=xs.dtype, device=xs.device)  # how many pixels each tap reads
+    read = torch.outer(_read_by_taps(h, xs).sum(0), _read_by_taps(w, xs).sum(0)).flatten()  # pixels per tap
     # per pixel x3 = scale * (W_sq xs) + offset, so x3 summed over tap j's pixels is scale * W_sq sums_j
     # + offset * read_j, and mean(dwconv(x3)) = sum_j taps_j * (x3 summed over tap j's pixels) / hw
     z = torch.matmul(sq.weight.flatten(1), sums)  # [r, C] @ [NT, C, 9]

@@ -166,10 +166,11 @@ class Runner(ABC):
         return None
 
     def share_cpu(self) -> str | None:
-        """Called before activation when other runners will run between this runner's calls (the
-        interleaved bench). A backend whose threads busy-wait after a call for the next one turns that
-        off here, so they do not take the CPU from the next runner; it returns a note saying what it
-        changed, or None (the default: nothing to change)."""
+        """Called before activation when another runner takes turns with this one and nothing is timed
+        (verify against the PyTorch reference). A backend whose threads busy-wait after a call for the
+        next one turns that off here, so they do not take the CPU from the other runner; it returns a
+        note saying what it changed, or None (the default: nothing to change). The bench does not call
+        it: runners keep what a deployment gets, and calls are paused apart instead."""
         return None
 
     def __repr__(self) -> str:
