@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from tamdeploy.errors import ExportError
+from tamdeploy.onnx_model import with_min_ir_version
 from tamdeploy.plugins.tam_onnx import add_tam_function, inline_tam_functions
 
 
@@ -28,5 +29,7 @@ def finalize_graph(model: onnx.ModelProto, inline_tam: bool, simplify_graph: boo
     model = inline_tam_functions(model) if inline_tam else add_tam_function(model)
     if simplify_graph:
         model = simplify(model)
+    # the exporter stamps its own onnx's IR version; older ONNX Runtimes refuse one newer than theirs
+    with_min_ir_version(model)
     check_graph(model)
     return model

@@ -46,6 +46,7 @@ from onnxscript.values import Opset
 
 import tamdeploy.plugins.tam_op  # noqa: F401  (registers torch.ops.tamdeploy.tam_aggregate)
 from tamdeploy.errors import ExportError
+from tamdeploy.onnx_model import make_model
 
 TAM_DOMAIN = "tamdeploy"
 TAM_DOMAIN_VERSION = 1
@@ -215,7 +216,7 @@ def make_tam_model(
         ],
         [helper.make_tensor_value_info("y", elem_type, [frames, channels, height, width])],
     )
-    model = helper.make_model(
+    model = make_model(
         graph,
         opset_imports=[
             helper.make_opsetid("", opset_version),

@@ -5,13 +5,16 @@ Contract (DESIGN.md), P = (K - 1) // 2, out-of-range terms zero::
 
     Y[n*T + t, c] = sum_j kernel[n, c, j] * local[n, c, t + j - P] * X[n*T + t + j - P, c]
 
-Design for bandwidth: one program per (clip n, channel c, block of H*W). It walks the T frames of
-its (n, c) once, in order; frame s is loaded, scaled by ``local[n, c, s]`` and pushed into a window
-of the last K scaled frames held in registers; as soon as the window covers frame t + P, output
-frame t is the K-tap dot product of the window with ``kernel[n, c, :]``. Every X element is read
-once and every Y element written once, in contiguous runs of the block; T and K are compile-time
-constants (the loops unroll; the window is a tuple of K register blocks). Loads are upcast to fp32,
-products accumulate in fp32 and the result is rounded once to the output type (fp16 in, fp16 out).
+Design for bandwidth: one program per (clip n, block of elements of a frame). A block is a run of
+one channel's H*W (large frames: the gates are scalars of the program) or of the whole C*H*W of a
+frame (small frames: no lanes wasted on a power-of-two block; the gates are gathered per element
+from cache). The program loads its block of all T frames first, so T loads are in flight at once,
+then walks them in order: frame s, scaled by ``local[n, c, s]``, enters a window of the last K
+scaled frames held in registers; as soon as the window covers frame t + P, output frame t is the
+K-tap dot product of the window with ``kernel[n, c, :]``. Every X element is read once and every Y
+element written once, in contiguous runs; T and K are compile-time constants (the loops unroll; the
+window is a tuple of K register blocks). Loads are upcast to fp32, products accumulate in fp32 and
+the result is rounded once to the output type (fp16 in, fp16 out).
 
 Importing this module does not import Triton: the kernel is built on first use. That keeps
 ``import tamdeploy`` free of Triton on machines where no CUDA tensor ever reaches the op, and
@@ -60,42 +63,53 @@ class TritonKernelError(TamdeployError):
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Elements of H*W per program (``block``, a power of two) and warps per program."""
+    """Elements per program (``block``, a power of two), warps per program, and what a block covers:
+    one channel's H*W (``flat`` False) or a run of the C*H*W elements of a frame (``flat`` True)."""
 
     block: int
     num_warps: int
+    flat: bool = False
 
 
-DEFAULT_LAUNCH = LaunchConfig(block=512, num_warps=4)
+# Measured on an H100 (benchmarks/bench_triton_tam.py, N=8, T=8, K=3, GPU time in a CUDA graph):
+# per-channel blocks reach 95-99.5% of a device copy for 56x56 and 28x28 frames; for 14x14 and 7x7
+# a power-of-two block wastes lanes or holds one warp (the per-channel kernel reached 47-78%), and
+# flat blocks of 512 reach 80-85%.
+FLAT_BELOW_HW = 512
+FLAT_LAUNCH = LaunchConfig(block=512, num_warps=4, flat=True)
+DEFAULT_LAUNCH = FLAT_LAUNCH  # H*W unknown when compiling: flat blocks waste no lanes at any size
 
 
 def launch_config(hw: int | None) -> LaunchConfig:
-    """The block for ``hw`` = H*W elements per (n, c) frame (None: not known when compiling).
+    """The launch for frames of ``hw`` = H*W elements per channel (None: not known when compiling).
 
-    A block covers the frame in as few programs as possible, up to 1024 elements; each thread
-    handles 4 contiguous elements (one 16-byte fp32 vector) from 128-element blocks up, so small
-    frames (TANet-R50's layer4: 7x7 = 49) take one warp and large ones (56x56) 4 programs of 4 warps.
+    Frames of 512 elements and more: one channel's frame per block, in as few programs as possible
+    (blocks up to 1024 elements, 4 contiguous elements per thread, 4 warps), so a 56x56 frame takes
+    4 programs. Smaller frames: flat blocks of 512 elements across channels.
     """
     if hw is None:
         return DEFAULT_LAUNCH
     if hw < 1:
         raise TritonKernelError(f"H*W must be >= 1, got {hw}")
-    block = min(1024, max(32, 1 << (hw - 1).bit_length()))
-    return LaunchConfig(block=block, num_warps=max(1, min(4, block // 128)))
+    if hw < FLAT_BELOW_HW:
+        return FLAT_LAUNCH
+    return LaunchConfig(block=min(1024, 1 << (hw - 1).bit_length()), num_warps=4)
 
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def launch_grid(n: Any, c: Any, hw: Any, block: int,
+def launch_grid(n: Any, c: Any, hw: Any, config: LaunchConfig,
                 cdiv: Callable[[Any, int], Any] = ceil_div) -> tuple[Any, Any, int]:
-    """Grid (x, y, z) for N clips, C channels and H*W = ``hw``: x = C * blocks per frame, y = N.
+    """Grid (x, y, z) for N clips, C channels and H*W = ``hw``: x = the blocks of one frame, y = N.
 
     Works on ints and on symbolic sizes (TensorRT's ``trtp.ShapeExpr`` with ``cdiv=trtp.cdiv``).
     Axis x may hold up to 2**31 - 1 programs and axis y 65535, so the batch goes on y.
     """
-    return c * cdiv(hw, block), n, 1
+    if config.flat:
+        return cdiv(c * hw, config.block), n, 1
+    return c * cdiv(hw, config.block), n, 1
 
 
 def check_kernel_size(k: int) -> None:
@@ -113,30 +127,42 @@ def kernel_function() -> Callable[..., None]:
 
     def tam_aggregate_kernel(
         x_ptr, kernel_ptr, local_ptr, C, HW, y_ptr,  # noqa: N803 (kernel sizes read as in the contract)
-        T: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,  # noqa: N803
+        T: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr, FLAT: tl.constexpr,  # noqa: N803
     ):
         P: tl.constexpr = (K - 1) // 2  # noqa: N806
-        blocks = tl.cdiv(HW, BLOCK)
-        pid = tl.program_id(0)
-        c = pid // blocks
-        hw = (pid - c * blocks) * BLOCK + tl.arange(0, BLOCK)
-        mask = hw < HW
         n = tl.program_id(1).to(tl.int64)
-        nc = n * C + c  # row of kernel [N, C, K] and local [N, C, T]
         frame = (tl.zeros([], dtype=tl.int64) + C) * HW  # elements from X[n*T + s, c] to X[n*T + s + 1, c]
-        x_frame0 = x_ptr + (n * T * C + c) * HW + hw
-        y_frame0 = y_ptr + (n * T * C + c) * HW + hw
+        if FLAT:  # the block runs over the C*H*W of a frame: c per element, gates gathered (cached) per element
+            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            mask = offs < frame
+            nc = n * C + offs // HW
+            first = n * T * frame + offs
+            row_mask = mask
+        else:  # the block runs over one channel's H*W: c per program, gates are scalars
+            blocks = tl.cdiv(HW, BLOCK)
+            c = tl.program_id(0) // blocks
+            hw = (tl.program_id(0) - c * blocks) * BLOCK + tl.arange(0, BLOCK)
+            mask = hw < HW
+            nc = n * C + c
+            first = (n * T * C + c) * HW + hw
+            row_mask = None
+        # every load is issued before the first store: stores may alias loads as far as the compiler
+        # knows, so interleaving them would serialise the loads (one frame in flight instead of T)
+        frames = ()
+        gates = ()
+        for s in tl.static_range(T):
+            frames = frames + (tl.load(x_ptr + first + s * frame, mask=mask, other=0.0),)
+            gates = gates + (tl.load(local_ptr + nc * T + s, mask=row_mask).to(tl.float32),)
         taps = ()
         for j in tl.static_range(K):
-            taps = taps + (tl.load(kernel_ptr + nc * K + j).to(tl.float32),)
+            taps = taps + (tl.load(kernel_ptr + nc * K + j, mask=row_mask).to(tl.float32),)
         zero = tl.zeros([BLOCK], dtype=tl.float32)
         window = ()  # local[s] * X[s] for the last K frames s, oldest first
         for _ in tl.static_range(K):
             window = window + (zero,)
         for s in tl.static_range(T + P):
-            if s < T:
-                gate = tl.load(local_ptr + nc * T + s).to(tl.float32)
-                scaled = tl.load(x_frame0 + s * frame, mask=mask, other=0.0).to(tl.float32) * gate
+            if s < T:  # noqa: SIM108 (a static if: frames[s] does not exist for s >= T)
+                scaled = frames[s].to(tl.float32) * gates[s]
             else:
                 scaled = zero
             window = window[1:] + (scaled,)
@@ -144,7 +170,7 @@ def kernel_function() -> Callable[..., None]:
                 acc = taps[0] * window[0]
                 for j in tl.static_range(1, K):
                     acc += taps[j] * window[j]
-                tl.store(y_frame0 + (s - P) * frame, acc.to(y_ptr.dtype.element_ty), mask=mask)
+                tl.store(y_ptr + first + (s - P) * frame, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
     return tam_aggregate_kernel
 
@@ -172,10 +198,12 @@ def triton_tam_aggregate(x: torch.Tensor, kernel: torch.Tensor, local: torch.Ten
     return y
 
 
-def launch_tam_kernel(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor, y: torch.Tensor) -> None:
+def launch_tam_kernel(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor, y: torch.Tensor,
+                      config: LaunchConfig | None = None) -> None:
     """Write the aggregation of contiguous ``x``, ``kernel``, ``local`` into contiguous ``y`` (shaped
-    like ``x``) on torch's current stream. The caller has checked the shapes (the TensorRT plugin's
-    runtime hands over tensors its shape descriptor has checked)."""
+    like ``x``) on torch's current stream, with ``config`` or the one ``launch_config`` picks. The
+    caller has checked the shapes (the TensorRT plugin's runtime hands over tensors its shape
+    descriptor has checked)."""
     if x.dtype not in TRITON_TYPES:
         raise TritonKernelError(f"the Triton TAM kernel takes {', '.join(map(str, TRITON_TYPES))}, got {x.dtype}")
     n, c, k = kernel.shape
@@ -183,9 +211,10 @@ def launch_tam_kernel(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor
     hw = x.shape[2] * x.shape[3]
     if y.numel() == 0:
         return
-    config = launch_config(hw)
-    jit_kernel()[launch_grid(n, c, hw, config.block)](
-        x, kernel, local, c, hw, y, T=local.shape[-1], K=k, BLOCK=config.block, num_warps=config.num_warps
+    config = config or launch_config(hw)
+    jit_kernel()[launch_grid(n, c, hw, config)](
+        x, kernel, local, c, hw, y, T=local.shape[-1], K=k, BLOCK=config.block, FLAT=config.flat,
+        num_warps=config.num_warps,
     )
 
 
@@ -208,7 +237,7 @@ def register_cuda_kernel() -> None:
 
 @dataclass(frozen=True)
 class CompiledKernel:
-    """PTX of the kernel specialised for one (dtype, T, K, block), and what a launch needs."""
+    """PTX of the kernel specialised for one (dtype, T, K, launch), and what a launch needs."""
 
     name: str
     ptx: str
@@ -216,6 +245,7 @@ class CompiledKernel:
     num_segments: int
     kernel_size: int
     block: int
+    flat: bool
     num_warps: int
     shared: int
     arch: str  # e.g. "sm_90"
@@ -223,6 +253,10 @@ class CompiledKernel:
     @property
     def threads(self) -> int:
         return self.num_warps * 32
+
+    @property
+    def launch(self) -> LaunchConfig:
+        return LaunchConfig(block=self.block, num_warps=self.num_warps, flat=self.flat)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -238,7 +272,7 @@ def aot_signature(dtype: str, *, hw_multiple_of_16: bool) -> tuple[dict[str, str
     if dtype not in ("fp32", "fp16"):
         raise TritonKernelError(f"the TensorRT plugin's kernel takes fp32 or fp16, got {dtype}")
     signature = {"x_ptr": f"*{dtype}", "kernel_ptr": f"*{dtype}", "local_ptr": f"*{dtype}", "C": "i32", "HW": "i32",
-                 "y_ptr": f"*{dtype}", "T": "constexpr", "K": "constexpr", "BLOCK": "constexpr"}
+                 "y_ptr": f"*{dtype}", "T": "constexpr", "K": "constexpr", "BLOCK": "constexpr", "FLAT": "constexpr"}
     aligned = [KERNEL_PARAMS.index(p) for p in ("x_ptr", "kernel_ptr", "local_ptr", "y_ptr")]
     if hw_multiple_of_16:
         aligned.append(KERNEL_PARAMS.index("HW"))
@@ -264,7 +298,8 @@ def compile_tam_kernel(dtype: str, num_segments: int, kernel_size: int, *, capab
     signature, attrs = aot_signature(dtype, hw_multiple_of_16=hw is not None and hw % 16 == 0)
     # JITFunction directly, not triton.jit: AOT compilation must not depend on TRITON_INTERPRET
     src = ASTSource(fn=JITFunction(kernel_function()), signature=signature,
-                    constexprs={"T": num_segments, "K": kernel_size, "BLOCK": config.block}, attrs=attrs)
+                    constexprs={"T": num_segments, "K": kernel_size, "BLOCK": config.block, "FLAT": config.flat},
+                    attrs=attrs)
     major, minor = capability
     try:
         compiled = triton.compile(src, target=GPUTarget("cuda", major * 10 + minor, 32),
@@ -279,7 +314,7 @@ def compile_tam_kernel(dtype: str, num_segments: int, kernel_size: int, *, capab
                                 f"plugin cannot provide")
     ptx = strip_hidden_params(compiled.asm["ptx"], meta.name, len(KERNEL_PARAMS))
     return CompiledKernel(name=meta.name, ptx=ptx, dtype=dtype, num_segments=num_segments, kernel_size=kernel_size,
-                          block=config.block, num_warps=meta.num_warps, shared=meta.shared,
+                          block=config.block, flat=config.flat, num_warps=meta.num_warps, shared=meta.shared,
                           arch=f"sm_{major}{minor}")
 
 

@@ -212,7 +212,7 @@ def register_tam_plugin() -> PluginSupport:
             compiled = _compiled(PLUGIN_DTYPES[_dtype_name(x.dtype)], t, k, _build_capability(), hw)
             n_expr, c_expr = kernel.shape_expr[0], x.shape_expr[1]
             hw_expr = x.shape_expr[2] * x.shape_expr[3]
-            grid_x, grid_y, grid_z = launch_grid(n_expr, c_expr, hw_expr, compiled.block, cdiv=trtp.cdiv)
+            grid_x, grid_y, grid_z = launch_grid(n_expr, c_expr, hw_expr, compiled.launch, cdiv=trtp.cdiv)
             params = trtp.KernelLaunchParams()
             params.grid_x, params.grid_y, params.grid_z = grid_x, grid_y, grid_z
             params.block_x = compiled.threads

@@ -20,6 +20,7 @@ from tamdeploy.errors import DataError, TamdeployError
 from tamdeploy.exporters.metadata import ModelMetadata, write_metadata
 from tamdeploy.models import create_model
 from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.onnx_model import make_model
 
 T, SIZE, CLASSES = 4, 32, 10
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +41,7 @@ def tiny_onnx() -> bytes:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
         [numpy_helper.from_array(np.array([1, 3, 4], np.int64), "axes"), numpy_helper.from_array(weight, "weight")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = make_model(graph)
     write_metadata(model, ModelMetadata(config=tiny_config(), input_name="video", input_layout="NTCHW",
                                         precision="fp32", checkpoint_sha256="0" * 64, tam_op="none"))
     onnx.checker.check_model(model)

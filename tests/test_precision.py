@@ -40,6 +40,7 @@ from tamdeploy.exporters.metadata import read_metadata
 from tamdeploy.exporters.pipeline import export_checkpoint
 from tamdeploy.models import create_model, save_checkpoint
 from tamdeploy.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from tamdeploy.onnx_model import make_model
 
 T, SIZE = 4, 32
 EVAL_CLIPS, CALIB_CLIPS = 256, 32
@@ -215,7 +216,7 @@ def _foreign_model() -> onnx.ModelProto:
     graph = h.make_graph(nodes, "foreign", [h.make_tensor_value_info("x", 1, ["N", 3, 16, 16])],
                          [h.make_tensor_value_info("y", 1, ["N", 4])],
                          [onnx.numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))])
-    return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    return make_model(graph)
 
 
 def test_sensitivity_finds_the_layer_int8_breaks(tmp_path):
@@ -302,7 +303,7 @@ def test_quantizable_nodes_skip_matmuls_of_two_activations():
     h = onnx.helper
     graph = h.make_graph([h.make_node("MatMul", ["x", "x"], ["y"], name="mm")], "g",
                          [h.make_tensor_value_info("x", 1, [2, 2])], [h.make_tensor_value_info("y", 1, [2, 2])])
-    assert quantizable_nodes(h.make_model(graph)) == []
+    assert quantizable_nodes(make_model(graph)) == []
 
 
 def test_fp16_block_nodes_stay_float32(trained):

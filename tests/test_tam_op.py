@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tamdeploy.errors import TamdeployError
+from tamdeploy.onnx_model import make_model, with_min_ir_version
 from tamdeploy.plugins.tam_onnx import (
     TAM_DOMAIN,
     TAM_OP_TYPE,
@@ -233,9 +234,22 @@ def test_standalone_model(
 ) -> None:
     model = make_tam_model(t, k, 6, 4, 5, elem_type=elem_type, opset_version=opset, inline=inline)
     onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version == {18: 8, 23: 11}[opset]  # what the opset needs, not what onnx writes by default
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for n in (1, 2):
         x, kernel, local = tam_inputs(n, t, k, 6, 4, 5, dtype=dtype, seed=n)
         (y,) = session.run(None, {"x": x.numpy(), "kernel": kernel.numpy(), "local": local.numpy()})
         expected = tam_aggregate_reference(x.float(), kernel.float(), local.float())
         np.testing.assert_allclose(y.astype(np.float32), expected.numpy(), atol=tol, rtol=tol)
+
+
+def test_min_ir_version_lowers_to_what_the_opsets_need_and_never_raises() -> None:
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    newest = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    assert newest.ir_version == onnx.IR_VERSION
+    assert with_min_ir_version(newest).ir_version == 8
+    old = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=7)
+    assert with_min_ir_version(old).ir_version == 7
+    assert make_model(graph, opset=23).ir_version == 11

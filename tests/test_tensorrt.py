@@ -47,6 +47,7 @@ from tamdeploy.deploy.engine import (
 from tamdeploy.deploy.runners import TensorRTRunner, open_runner
 from tamdeploy.deploy.runners.tensorrt_runner import NO_CUDA_HINT
 from tamdeploy.errors import BackendUnavailableError, DataError, TamdeployError
+from tamdeploy.onnx_model import make_model
 from tamdeploy.plugins.tam_onnx import TAM_OP_TYPE, TAM_PLUGIN_NAMESPACE, make_tam_model
 from tamdeploy.plugins.trt_plugin import (
     AUTOTUNE_TYPES,
@@ -133,7 +134,7 @@ def tiny_graph(nodes, initializers=(), elem=TensorProto.FLOAT) -> onnx.ModelProt
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", elem, ["N", 3, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               initializer=list(initializers))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return make_model(graph)
 
 
 def test_onnx_input_dims_skips_initializers_and_keeps_symbols():

@@ -26,6 +26,7 @@ from tamdeploy.plugins.triton_tam import (
     HIDDEN_PARAMS,
     KERNEL_PARAMS,
     MAX_KERNEL_SIZE,
+    LaunchConfig,
     TritonKernelError,
     check_kernel_size,
     compile_tam_kernel,
@@ -67,18 +68,20 @@ def assert_matches(y: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor, local
 # --- pure logic: no Triton needed -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("hw", "block", "warps"), [
-    (1, 32, 1), (49, 64, 1), (196, 256, 2), (784, 1024, 4), (3136, 1024, 4), (None, 512, 4),
+@pytest.mark.parametrize(("hw", "block", "flat"), [
+    (1, 512, True), (49, 512, True), (196, 512, True), (511, 512, True), (512, 512, False), (784, 1024, False),
+    (3136, 1024, False), (None, 512, True),
 ])
-def test_launch_config_covers_the_frame_with_few_programs(hw, block, warps):
+def test_launch_config_flat_for_small_or_unknown_frames_per_channel_for_large(hw, block, flat):
     config = launch_config(hw)
-    assert (config.block, config.num_warps) == (block, warps)
+    assert (config.block, config.flat, config.num_warps) == (block, flat, 4)
     assert config.block & (config.block - 1) == 0  # tl.arange needs a power of two
 
 
-def test_launch_grid_puts_channels_and_blocks_on_x_and_the_batch_on_y():
-    assert launch_grid(8, 64, 3136, 1024) == (64 * 4, 8, 1)
-    assert launch_grid(1, 3, 1, 32) == (3, 1, 1)
+def test_launch_grid_puts_the_blocks_of_a_frame_on_x_and_the_batch_on_y():
+    assert launch_grid(8, 64, 3136, launch_config(3136)) == (64 * 4, 8, 1)  # 4 blocks per channel
+    assert launch_grid(8, 512, 49, launch_config(49)) == (49, 8, 1)  # 512 * 49 elements in blocks of 512
+    assert launch_grid(1, 3, 1, launch_config(1)) == (1, 1, 1)
 
 
 def test_launch_grid_takes_symbolic_sizes():
@@ -89,8 +92,11 @@ def test_launch_grid_takes_symbolic_sizes():
         def __mul__(self, other: Sym) -> Sym:
             return Sym(f"({self.text}*{other.text})")
 
-    grid = launch_grid(Sym("N"), Sym("C"), Sym("HW"), 512, cdiv=lambda a, b: Sym(f"cdiv({a.text},{b})"))
-    assert grid[0].text == "(C*cdiv(HW,512))" and grid[1].text == "N" and grid[2] == 1
+    cdiv = lambda a, b: Sym(f"cdiv({a.text},{b})")  # noqa: E731
+    grid = launch_grid(Sym("N"), Sym("C"), Sym("HW"), launch_config(1024), cdiv=cdiv)
+    assert grid[0].text == "(C*cdiv(HW,1024))" and grid[1].text == "N" and grid[2] == 1
+    grid = launch_grid(Sym("N"), Sym("C"), Sym("HW"), launch_config(None), cdiv=cdiv)
+    assert grid[0].text == "cdiv((C*HW),512)" and grid[1].text == "N" and grid[2] == 1
 
 
 @pytest.mark.parametrize("k", [0, 2, 9, 11])
@@ -179,6 +185,13 @@ def test_aot_ptx_has_exactly_the_kernel_parameters_for_tensorrt(aot_kernels):
         assert set(ck.to_dict()) >= {"name", "dtype", "block", "num_warps", "arch", "ptx_chars"}
 
 
+def test_aot_small_and_unknown_frames_compile_the_flat_launch(aot_kernels):
+    for hw in (49, None):
+        ck = compile_tam_kernel("fp16", 8, 3, capability=(9, 0), hw=hw)
+        assert (ck.flat, ck.block) == (True, 512) and ck.launch == launch_config(hw)
+        assert len(ptx_entry_params(ck.ptx, ck.name)) == len(KERNEL_PARAMS)
+
+
 def test_aot_removes_tritons_scratch_parameters(aot_kernels):
     assert HIDDEN_PARAMS == ("global_scratch", "profile_scratch")
     for ck in aot_kernels.values():
@@ -209,7 +222,7 @@ if not INTERPRETED:
         assert " passed" in tail and "failed" not in tail, tail
 
 else:
-    from tamdeploy.plugins.triton_tam import _tam_aggregate_cuda, triton_tam_aggregate
+    from tamdeploy.plugins.triton_tam import _tam_aggregate_cuda, launch_tam_kernel, triton_tam_aggregate
 
     @pytest.mark.parametrize(("n", "t", "k", "c", "h", "w"), [
         (2, 8, 3, 5, 7, 7),  # TANet's T and K
@@ -231,6 +244,15 @@ else:
     def test_interpreted_kernel_matches_the_reference_on_any_small_shape(n, t, k, c, h, w, half, seed):
         x, kernel, local = tam_inputs(n, t, k, c, h, w, dtype=torch.float16 if half else torch.float32, seed=seed)
         assert_matches(triton_tam_aggregate(x, kernel, local), x, kernel, local)
+
+    @pytest.mark.parametrize("config", [LaunchConfig(32, 1), LaunchConfig(32, 1, flat=True), LaunchConfig(512, 4),
+                                        LaunchConfig(512, 4, flat=True)])
+    def test_interpreted_kernel_matches_the_reference_with_either_launch(config):
+        # H*W = 63 and C*H*W = 189: per-channel blocks of 32 split each channel, flat ones cross channels
+        x, kernel, local = tam_inputs(2, 5, 3, 3, 7, 9)
+        y = torch.empty_like(x)
+        launch_tam_kernel(x, kernel, local, y, config)
+        assert_matches(y, x, kernel, local)
 
     def test_interpreted_kernel_takes_non_contiguous_inputs_and_an_empty_batch():
         x, kernel, local = tam_inputs(2, 4, 3, 3, 5, 5)
