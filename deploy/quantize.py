@@ -50,6 +50,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -154,10 +155,12 @@ def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", 
         source = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(source))
         # the histogram collector prints to stdout, which may carry --json
+        # CPU even where onnxruntime-gpu is installed; ONNX Runtime 1.20 has no `providers` and always uses it
+        cpu = {"providers": ["CPUExecutionProvider"]} if "providers" in signature(create_calibrator).parameters else {}
         with contextlib.redirect_stdout(io.StringIO()):
             calibrator = create_calibrator(
                 source, list(QUANT_OP_TYPES), augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                calibrate_method=calib_method, providers=["CPUExecutionProvider"], extra_options=options)
+                calibrate_method=calib_method, extra_options=options, **cpu)
             with progress_bar(progress) as bar:
                 task = bar.add_task(f"calibrating ({method})", total=len(data))
                 for start in range(0, len(data), CALIB_CHUNK):
@@ -213,7 +216,11 @@ def quantize_qdq(model: onnx.ModelProto, ranges, exclude: Sequence[str] = (),
     chosen = [name for name in (names if only is None else only) if name not in set(exclude)]
     if not chosen:
         raise PrecisionError("no layer left to quantize: every Conv/Gemm/MatMul is excluded")
-    inferred = save_and_reload_model_with_shape_infer(model)
+    # a copy: ONNX Runtime 1.20 saves the model it is given with external data, which turns the caller's
+    # initializers into references to a file it then deletes
+    source = onnx.ModelProto()
+    source.CopyFrom(model)
+    inferred = save_and_reload_model_with_shape_infer(source)
     quantizer = QDQQuantizer(inferred, True, False, QuantType.QInt8, QuantType.QInt8, ranges, chosen, [],
                              list(QUANT_OP_TYPES), dict(_QDQ_OPTIONS))
     with contextlib.redirect_stdout(io.StringIO()):

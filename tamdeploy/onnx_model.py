@@ -13,13 +13,23 @@ import onnx
 from onnx import helper
 
 
-def min_ir_version(opset_imports: Iterable[onnx.OperatorSetIdProto]) -> int:
-    return helper.find_min_ir_version_for(list(opset_imports), ignore_unknown=True)
+def min_ir_version(opset_imports: Iterable[onnx.OperatorSetIdProto]) -> int | None:
+    """The least IR version that ``opset_imports`` need; None when one of ONNX's own domains is at a
+    version newer than the installed ``onnx`` knows (its table cannot say). Custom domains need nothing."""
+    opsets = list(opset_imports)
+    newest: dict[str, int] = {}
+    for domain, version in helper.OP_SET_ID_VERSION_MAP:
+        newest[domain] = max(version, newest.get(domain, 0))
+    if any(o.version > newest.get(o.domain or "ai.onnx", o.version) for o in opsets):
+        return None
+    return helper.find_min_ir_version_for(opsets, ignore_unknown=True)
 
 
 def with_min_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
     """Lower (never raise) ``model.ir_version`` to the least its opsets need; returns ``model``."""
-    model.ir_version = min(model.ir_version, min_ir_version(model.opset_import))
+    needed = min_ir_version(model.opset_import)
+    if needed is not None:
+        model.ir_version = min(model.ir_version, needed)
     return model
 
 

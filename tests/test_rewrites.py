@@ -16,11 +16,12 @@ def test_tap_sums_are_the_sums_each_tap_of_a_same_3x3_conv_reads(h: int, w: int)
     x = torch.randn(3, 4, h, w, dtype=torch.float64)
     sums = _tap_sums(x)
     assert sums.shape == (3, 4, 9)
-    for tap in range(9):
-        one_hot = torch.zeros(4, 1, 9, dtype=torch.float64)
-        one_hot[:, 0, tap] = 1.0
-        read = F.conv2d(x, one_hot.view(4, 1, 3, 3), padding=1, groups=4).sum((2, 3))
-        torch.testing.assert_close(sums[..., tap], read)
+    for a in range(3):  # row offset a - 1
+        for b in range(3):  # column offset b - 1
+            one_hot = torch.zeros(4, 1, 3, 3, dtype=torch.float64)
+            one_hot[:, 0, a, b] = 1.0
+            read = F.conv2d(x, one_hot, padding=1, groups=4).sum((2, 3))
+            torch.testing.assert_close(sums[..., a * 3 + b], read)
     torch.testing.assert_close(sums[..., 4], x.sum((2, 3)))
 
 
