@@ -50,6 +50,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from tamdeploy.exporters.rewrites import is_tam
+from tamdeploy.onnx_model import copy_model
 
 _WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization")
 _PASS_THROUGH = ("DequantizeLinear", "QuantizeLinear", "Cast", "CastLike", "Identity")
@@ -374,8 +375,7 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 def instrument(model: onnx.ModelProto, values: Sequence[str]) -> tuple[bytes, list[str]]:
     """A copy of ``model`` (serialized) that also outputs ``values``; the values whose type could not be
     found (even after shape inference) are returned as left out."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy = copy_model(model)
     types = _value_types(copy)
     if any(v not in types for v in values):
         with contextlib.suppress(onnx.shape_inference.InferenceError, onnx.checker.ValidationError):

@@ -43,6 +43,7 @@ from pathlib import Path
 import onnx
 
 from tamdeploy.errors import TamdeployError
+from tamdeploy.onnx_model import copy_model
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TAM_DOMAIN = "tamdeploy"
@@ -216,8 +217,7 @@ def convert_fp16(model: onnx.ModelProto, *, keep_io_types: bool = True,
     checked, metadata precision "fp16"."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    source = onnx.ModelProto()
-    source.CopyFrom(model)
+    source = copy_model(model)
     casts_before = sum(n.op_type == "Cast" for n in source.graph.node)
     op_block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(block_ops))
     blocked = [n.name for n in source.graph.node

@@ -64,6 +64,7 @@ from tamdeploy.deploy.precision import (
     set_precision_metadata,
     topological_sort,
 )
+from tamdeploy.onnx_model import copy_model
 
 QUANT_OP_TYPES = ("Conv", "Gemm", "MatMul")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -218,9 +219,7 @@ def quantize_qdq(model: onnx.ModelProto, ranges, exclude: Sequence[str] = (),
         raise PrecisionError("no layer left to quantize: every Conv/Gemm/MatMul is excluded")
     # a copy: ONNX Runtime 1.20 saves the model it is given with external data, which turns the caller's
     # initializers into references to a file it then deletes
-    source = onnx.ModelProto()
-    source.CopyFrom(model)
-    inferred = save_and_reload_model_with_shape_infer(source)
+    inferred = save_and_reload_model_with_shape_infer(copy_model(model))
     quantizer = QDQQuantizer(inferred, True, False, QuantType.QInt8, QuantType.QInt8, ranges, chosen, [],
                              list(QUANT_OP_TYPES), dict(_QDQ_OPTIONS))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -280,8 +279,7 @@ def _single_layer(fp32: onnx.ModelProto, full: onnx.ModelProto, node_name: str) 
     producer = {o: n for n in full.graph.node for o in n.output}
     initializers = {i.name: i for i in full.graph.initializer}
     target = next(n for n in full.graph.node if n.name == node_name)
-    variant = onnx.ModelProto()
-    variant.CopyFrom(fp32)
+    variant = copy_model(fp32)
     have = {i.name for i in variant.graph.initializer}
     added: list[onnx.NodeProto] = []
     new_inputs = list(target.input)

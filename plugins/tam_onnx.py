@@ -46,7 +46,7 @@ from onnxscript.values import Opset
 
 import tamdeploy.plugins.tam_op  # noqa: F401  (registers torch.ops.tamdeploy.tam_aggregate)
 from tamdeploy.errors import ExportError
-from tamdeploy.onnx_model import make_model
+from tamdeploy.onnx_model import copy_model, make_model
 
 TAM_DOMAIN = "tamdeploy"
 TAM_DOMAIN_VERSION = 1
@@ -168,19 +168,13 @@ def add_tam_function(model: onnx.ModelProto) -> onnx.ModelProto:
 def inline_tam_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every TAMAggregate node replaced by its standard-op body."""
     inlined = onnx.inliner.inline_selected_functions(
-        add_tam_function(_copy(model)), [(TAM_DOMAIN, TAM_OP_TYPE)], exclude=False
+        add_tam_function(copy_model(model)), [(TAM_DOMAIN, TAM_OP_TYPE)], exclude=False
     )
     # The inliner drops the inlined function but keeps its domain's opset import.
     imports = [opset for opset in inlined.opset_import if opset.domain != TAM_DOMAIN]
     del inlined.opset_import[:]
     inlined.opset_import.extend(imports)
     return inlined
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
 
 
 def make_tam_model(

@@ -33,6 +33,13 @@ def with_min_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy: passes that change a model in place get this, and the caller's model stays as it was."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
 def make_model(graph: onnx.GraphProto, opset: int = 18, **kwargs) -> onnx.ModelProto:
     """``helper.make_model`` with the default-domain ``opset`` (unless ``opset_imports`` is given) and the
     least IR version those opsets need."""

@@ -44,8 +44,8 @@ def ort_load_error(opset: int) -> str | None:
 
 # every opset the exporter accepts from 18 on; the newer ones only where this ONNX Runtime loads them
 STANDALONE_OPSETS = [
-    pytest.param(o, marks=pytest.mark.skipif(ort_load_error(o) is not None, reason=str(ort_load_error(o))))
-    for o in (18, 23)
+    pytest.param(o, marks=pytest.mark.skipif(why is not None, reason=str(why)))
+    for o, why in ((o, ort_load_error(o)) for o in (18, 23))
 ]
 
 
