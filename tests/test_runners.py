@@ -30,6 +30,7 @@ from tamdeploy.deploy.runners import (
     open_runner,
     random_feed,
 )
+from tamdeploy.deploy.runners.torch_runner import use_ieee_fp32
 from tamdeploy.errors import BackendUnavailableError, DataError, ModelConfigError, TamdeployError
 from tamdeploy.exporters.metadata import ModelMetadata, write_metadata
 from tamdeploy.models import create_model, save_checkpoint
@@ -92,7 +93,7 @@ def test_torch_and_onnxruntime_agree(model: ResNet, onnx_path: Path, batch: int)
 
 
 def test_runners_describe_themselves(model: ResNet, onnx_path: Path) -> None:
-    with TorchRunner(model) as pt, OnnxRuntimeRunner(onnx_path, providers=["cpu"], threads=1) as ort:
+    with TorchRunner(model, device="cpu") as pt, OnnxRuntimeRunner(onnx_path, providers=["cpu"], threads=1) as ort:
         assert (pt.name, ort.name) == ("pytorch", "onnxruntime-cpu")
         assert pt.config == ort.config == model.config  # from the module / from the ONNX metadata
         assert (ort.precision, ort.metadata.input_layout) == ("fp32", "NTCHW")
@@ -255,9 +256,26 @@ def test_torch_cuda_unavailable(model: ResNet) -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 def test_torch_cuda_matches_cpu(model: ResNet) -> None:
-    with TorchRunner(model, device="cuda") as gpu, TorchRunner(model) as cpu:
+    before = torch.backends.cudnn.conv.fp32_precision
+    with TorchRunner(model, device="cuda") as gpu, TorchRunner(model, device="cpu") as cpu:
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
         feed = random_feed(cpu.input_specs(), 3)
-        assert compare(gpu.infer(feed)["logits"], cpu.infer(feed)["logits"]).rel_l2_error < 1e-3
+        # fp32 is IEEE fp32 on the GPU too (TF32 would differ by ~1e-3)
+        assert compare(gpu.infer(feed)["logits"], cpu.infer(feed)["logits"]).rel_l2_error < 1e-5
+    assert torch.backends.cudnn.conv.fp32_precision == before
+
+
+def test_ieee_fp32_is_switched_on_and_restored() -> None:
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision = "tf32"  # PyTorch's default for cuDNN convolutions
+    try:
+        restore = use_ieee_fp32()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        restore()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", before[1])
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
 
 
 @pytest.mark.cuda
@@ -280,7 +298,7 @@ def test_open_runner_picks_by_suffix(model: ResNet, onnx_path: Path, tmp_path: P
     engine = tmp_path / "tsn.engine"
     engine.touch()
     assert isinstance(open_runner(engine), TensorRTRunner)
-    with open_runner(checkpoint, threads=1) as pt, open_runner(onnx_path, backend="onnxruntime") as ort:
+    with open_runner(checkpoint, device="cpu", threads=1) as pt, open_runner(onnx_path, backend="onnxruntime") as ort:
         assert isinstance(pt, TorchRunner) and isinstance(ort, OnnxRuntimeRunner)
         assert pt.config == model.config and pt.name == "pytorch"
         feed = random_feed(ort.input_specs(), 2)

@@ -31,6 +31,9 @@ class TorchRunner(Runner):
     ``cuda`` (``cuda:N``); None picks CUDA where torch has a GPU, else the CPU. ``compile=True`` wraps the
     module in ``torch.compile``; compilation happens at the first inference of each new shape.
     ``threads`` sets ``torch.set_num_threads`` while active (process-wide; restored on exit).
+    On CUDA the runner's precision, fp32, is IEEE fp32: TF32 convolutions and matmuls (PyTorch's default
+    for cuDNN convolutions) are switched off while it is active and restored on exit, since TF32 moves a
+    ResNet's logits by ~1e-3 relative and this runner is the reference that parity is measured against.
     """
 
     def __init__(self, model: nn.Module | ModelLoader, *, config: ModelConfig | None = None,
@@ -48,6 +51,7 @@ class TorchRunner(Runner):
         self._module: nn.Module | None = None
         self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._saved_threads: int | None = None
+        self._restore_tf32: Callable[[], None] | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, arch: str | None = None, num_segments: int | None = None,
@@ -95,6 +99,8 @@ class TorchRunner(Runner):
         if self.threads is not None:
             self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
+        if self.device.type == "cuda":
+            self._restore_tf32 = use_ieee_fp32()
 
     def input_specs_impl(self) -> Sequence[TensorSpec]:
         ecfg = export_config_for(self.config)
@@ -115,8 +121,33 @@ class TorchRunner(Runner):
         if self._saved_threads is not None:
             torch.set_num_threads(self._saved_threads)
             self._saved_threads = None
+        if self._restore_tf32 is not None:
+            self._restore_tf32()
+            self._restore_tf32 = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def use_ieee_fp32() -> Callable[[], None]:
+    """Switch CUDA convolutions and matmuls to IEEE fp32 (no TF32); returns what restores the settings."""
+    settings = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
+    if all(hasattr(s, "fp32_precision") for s in settings):  # torch >= 2.9; the allow_tf32 flags are legacy
+        saved = [s.fp32_precision for s in settings]
+        for s in settings:
+            s.fp32_precision = "ieee"
+
+        def restore() -> None:
+            for s, value in zip(settings, saved, strict=True):
+                s.fp32_precision = value
+
+        return restore
+    saved_flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+    def restore_flags() -> None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_flags
+
+    return restore_flags
 
 
 def _all_on(module: nn.Module, device: torch.device) -> bool:
