@@ -258,24 +258,33 @@ def test_torch_cuda_unavailable(model: ResNet) -> None:
 def test_torch_cuda_matches_cpu(model: ResNet) -> None:
     before = torch.backends.cudnn.conv.fp32_precision
     with TorchRunner(model, device="cuda") as gpu, TorchRunner(model, device="cpu") as cpu:
-        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        assert not torch.backends.cudnn.allow_tf32
         feed = random_feed(cpu.input_specs(), 3)
-        # fp32 is IEEE fp32 on the GPU too (TF32 would differ by ~1e-3)
+        # fp32 is IEEE fp32 on the GPU too (TF32 multiplies with 10 mantissa bits)
         assert compare(gpu.infer(feed)["logits"], cpu.infer(feed)["logits"]).rel_l2_error < 1e-5
     assert torch.backends.cudnn.conv.fp32_precision == before
 
 
 def test_ieee_fp32_is_switched_on_and_restored() -> None:
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    before = (conv.fp32_precision, matmul.fp32_precision)
-    conv.fp32_precision = "tf32"  # PyTorch's default for cuDNN convolutions
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    per_op = (cudnn.conv, cudnn.rnn, matmul)
     try:
+        # PyTorch's defaults, set through the legacy flags: restored through them, and still readable
+        cudnn.allow_tf32, matmul.allow_tf32 = True, False
         restore = use_ieee_fp32()
-        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
         restore()
-        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", before[1])
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, False)
+        # a mix set through the per-op API (legacy reads raise then): restored exactly
+        mix = ("tf32", "ieee", "tf32")
+        for s, value in zip(per_op, mix, strict=True):
+            s.fp32_precision = value
+        restore = use_ieee_fp32()
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        restore()
+        assert tuple(s.fp32_precision for s in per_op) == mix
     finally:
-        conv.fp32_precision, matmul.fp32_precision = before
+        cudnn.allow_tf32, matmul.allow_tf32 = True, False  # PyTorch's defaults, readable by both APIs
 
 
 @pytest.mark.cuda

@@ -129,25 +129,29 @@ class TorchRunner(Runner):
 
 
 def use_ieee_fp32() -> Callable[[], None]:
-    """Switch CUDA convolutions and matmuls to IEEE fp32 (no TF32); returns what restores the settings."""
-    settings = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
-    if all(hasattr(s, "fp32_precision") for s in settings):  # torch >= 2.9; the allow_tf32 flags are legacy
-        saved = [s.fp32_precision for s in settings]
-        for s in settings:
-            s.fp32_precision = "ieee"
+    """Switch CUDA convolutions and matmuls to IEEE fp32 (no TF32); returns what restores the settings.
 
-        def restore() -> None:
-            for s, value in zip(settings, saved, strict=True):
+    PyTorch has two APIs for this, and once the per-op ``fp32_precision`` one has been written, reading
+    the legacy ``cudnn.allow_tf32`` raises (models and libraries still read it). So the switch uses the
+    legacy flags, which leave a state both can read, and the restore uses whichever API the process used.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    per_op = (cudnn.conv, cudnn.rnn, matmul)
+    saved_per_op = [s.fp32_precision for s in per_op]
+    try:
+        saved_legacy: tuple[bool, bool] | None = (cudnn.allow_tf32, matmul.allow_tf32)
+    except RuntimeError:  # set through the per-op API
+        saved_legacy = None
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+
+    def restore() -> None:
+        if saved_legacy is not None:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved_legacy
+        else:
+            for s, value in zip(per_op, saved_per_op, strict=True):
                 s.fp32_precision = value
 
-        return restore
-    saved_flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-    def restore_flags() -> None:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_flags
-
-    return restore_flags
+    return restore
 
 
 def _all_on(module: nn.Module, device: torch.device) -> bool:
