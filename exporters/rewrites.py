@@ -107,7 +107,7 @@ def action_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     # channel excitation on pooled (N*T, C) features
     sums = _tap_sums(xs)
-    squeezed = self.action_p2_squeeze((sums[..., 4] / (h * w)).view(nt, c, 1, 1))
+    squeezed = self.action_p2_squeeze((sums[..., 4] * _per_channel(1.0 / (h * w), c, xs)).view(nt, c, 1, 1))
     r = squeezed.shape[1]
     temporal = torch.relu(self.action_p2_conv1(squeezed.view(-1, t, r).transpose(1, 2)))
     ce = torch.sigmoid(self.action_p2_expand(temporal.transpose(1, 2).reshape(nt, r, 1, 1)))
@@ -119,7 +119,13 @@ def action_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     me = torch.sigmoid(self.action_p3_expand(diff.reshape(nt, r3, 1, 1)))
 
     # x*ste + x + x*ce + x + x*me + x == x * (ste + ce + me + 3)
-    return self.net(xs * (ste + (ce + me + 3.0)))
+    return self.net(xs * (ste + (ce + me + _per_channel(3.0, c, xs).view(1, c, 1, 1))))
+
+
+def _per_channel(value: float, c: int, like: torch.Tensor) -> torch.Tensor:
+    """[1, C] filled with ``value``: ONNX Runtime broadcasts a scalar over an [N*T, C, 1, 1] tensor
+    element by element (an Add of a scalar took 200 us for 8K elements, of a [1, C, 1, 1] tensor 9 us)."""
+    return torch.full((1, c), value, dtype=like.dtype, device=like.device)
 
 
 def _lines_read(size: int) -> list[list[float]]:
@@ -183,7 +189,9 @@ def _motion_means(self: nn.Module, xs: torch.Tensor, sums: torch.Tensor) -> tupl
     read = _read_by_taps(h, w, xs).sum(0)  # pixels per tap
     # per pixel x3 = scale * (W_sq xs) + offset, so x3 summed over tap j's pixels is scale * W_sq sums_j
     # + offset * read_j, and mean(dwconv(x3)) = sum_j taps_j * (x3 summed over tap j's pixels) / hw
-    z = torch.matmul(sq.weight.flatten(1), sums)  # [r, C] @ [NT, C, 9]
+    # [r, C] @ [NT, C, 9] as the squeeze conv over a 3x3 image of tap sums: ONNX Runtime runs a MatMul with
+    # the constant on the left as one small GEMM per frame, a conv as one GEMM with packed weights
+    z = F.conv2d(sums.view(-1, sums.shape[1], 3, 3), sq.weight).flatten(2)
     moved = (z * (taps * (scale / (h * w))[:, None])).sum(-1) + (taps @ read) * offset / (h * w)
     if dw.bias is not None:
         moved = moved + dw.bias
