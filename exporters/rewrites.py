@@ -101,8 +101,7 @@ def action_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     # spatio-temporal excitation: only the 1-channel mean is permuted. The mean is a MatMul with 1/C:
     # ONNX Runtime's ReduceMean over the channel axis took twice as long
-    by_mean = torch.full((1, c), 1.0 / c, dtype=xs.dtype, device=xs.device)
-    mean = (by_mean @ xs.view(nt, c, h * w)).view(-1, t, 1, h, w).transpose(1, 2)
+    mean = (_per_channel(1.0 / c, c, xs) @ xs.view(nt, c, h * w)).view(-1, t, 1, h, w).transpose(1, 2)
     ste = torch.sigmoid(self.action_p1_conv1(mean)).transpose(1, 2).reshape(nt, 1, h, w)
 
     # channel excitation on pooled (N*T, C) features
@@ -123,8 +122,9 @@ def action_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _per_channel(value: float, c: int, like: torch.Tensor) -> torch.Tensor:
-    """[1, C] filled with ``value``: ONNX Runtime broadcasts a scalar over an [N*T, C, 1, 1] tensor
-    element by element (an Add of a scalar took 200 us for 8K elements, of a [1, C, 1, 1] tensor 9 us)."""
+    """[1, C] filled with ``value``, exported as one constant. Used in place of scalars too: ONNX Runtime
+    broadcasts a scalar over an [N*T, C, 1, 1] tensor slowly (an Add of a scalar took 200 us for 8K
+    elements, of a [1, C, 1, 1] tensor 9 us)."""
     return torch.full((1, c), value, dtype=like.dtype, device=like.device)
 
 
