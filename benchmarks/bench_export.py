@@ -7,7 +7,7 @@
 - TAM's cost: exported tanet_r50 and action_r50 vs exported tsn_r50 on ONNX Runtime
 
 Random weights (random BatchNorm statistics too): latency does not depend on the values. All four
-runners are measured interleaved by ``tamdeploy.deploy.bench`` (round-robin each round), so the
+runners are measured interleaved by ``tamdeploy.deploy.bench.measure`` (round-robin each round), so the
 ratios compare like with like on a noisy machine. Each ratio is also given per round (round i's
 two calls ran a few hundred ms apart) as the median of those paired ratios with a bootstrap 95%
 interval, which says whether a ratio near its target is above or below it beyond this machine's
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tamdeploy.deploy.bench import run_benchmark
+from tamdeploy.deploy.bench import plot_bench, run_benchmark
 from tamdeploy.deploy.runners import OnnxRuntimeRunner, TorchRunner
 from tamdeploy.exporters.onnx_export import ExportOptions
 from tamdeploy.exporters.pipeline import export_checkpoint
@@ -96,7 +96,7 @@ def main() -> None:
     result = {"measured": measured, "paired_ratios": paired, "targets": TARGETS, "tam_op": args.tam_op,
               "bench": report.to_dict()}
     (args.out_dir / "bench_export.json").write_text(json.dumps(result, indent=2))
-    report.plot(args.out_dir / "bench_export.png")
+    plot_bench(report, args.out_dir / "bench_export.png")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Runtime CPU, in one run:
     python benchmarks/bench_precision.py [--iters 10] [--threads N] [--out-dir runs/bench_precision]
 
 - file size of each graph; target: INT8 <= 0.3 x FP32
-- latency (median / p90), the three runners interleaved round by round (``tamdeploy.deploy.bench``)
+- latency (median / p90), the three runners interleaved round by round (``tamdeploy.deploy.bench.measure``)
 - agreement of the FP16 / INT8 logits with FP32 on the benchmark's clips (cosine, relative L2)
 
 Random weights and BatchNorm statistics (latency and size do not depend on the values); INT8 is

@@ -29,6 +29,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from tamdeploy.onnx_runtime import create_session
 from tamdeploy.plugins.tam_onnx import TAM_DOMAIN, TAM_OP_TYPE, make_tam_model
 from tamdeploy.plugins.tam_reference import tam_aggregate_reference
 
@@ -104,9 +105,7 @@ def slice_body(num_segments: int, kernel_size: int) -> onnx.FunctionProto:
 
 
 def ort_runner(model: onnx.ModelProto, feed: dict[str, np.ndarray], out: np.ndarray) -> Callable[[], None]:
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = create_session(model, spin=False)
     binding = session.io_binding()
     for name, value in feed.items():
         binding.bind_cpu_input(name, value)

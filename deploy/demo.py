@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tamdeploy.io import write_bytes_atomic
+from tamdeploy.files import write_bytes_atomic
 
 ARCH = "tanet_r50"
 DEMO_CONFIG = {"width": 0.25, "num_segments": 8, "input_size": 112, "num_classes": 10}
@@ -49,10 +49,10 @@ def _demo_model() -> torch.nn.Module:
 
 
 def run_demo(directory: Path, seconds: float = 5.0, progress: bool = True) -> DemoReport:
-    from tamdeploy.deploy.bench import run_benchmark
+    from tamdeploy.deploy.bench import plot_bench, run_benchmark
+    from tamdeploy.deploy.check.verify import verify
+    from tamdeploy.deploy.inputs.synthetic import write_motion_clips
     from tamdeploy.deploy.runners import OnnxRuntimeRunner, TorchRunner
-    from tamdeploy.deploy.synthetic import write_motion_clips
-    from tamdeploy.deploy.verify import verify
     from tamdeploy.exporters.pipeline import export_checkpoint
     from tamdeploy.models import save_checkpoint
 
@@ -82,7 +82,7 @@ def run_demo(directory: Path, seconds: float = 5.0, progress: bool = True) -> De
                ("onnxruntime", OnnxRuntimeRunner(onnx_path))]
     # a time budget per batch rather than a count keeps the demo short on a slow or busy machine
     report = run_benchmark(runners, [1, 4], warmup=2, duration=seconds, progress=progress)
-    plot = report.plot(directory / "bench.png")
+    plot = plot_bench(report, directory / "bench.png")
     markdown = report.to_markdown()
     write_bytes_atomic(directory / "bench.md", markdown.encode())
     lap("benchmark PyTorch vs ONNX Runtime")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import onnx
 
 from tamdeploy import __version__
 from tamdeploy.errors import TamdeployError
-from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.models.config import ModelConfig
 
 PREFIX = "tamdeploy."
 
@@ -23,6 +24,10 @@ class ModelMetadata:
     checkpoint_sha256: str
     tam_op: str  # "plugin" (custom node + function) | "onnx" (inlined standard ops) | "none"
     version: str = __version__
+
+    def to_metadata_props(self) -> dict[str, str]:
+        """The entries as they stand in ``metadata_props`` (prefixed keys)."""
+        return {PREFIX + key: value for key, value in self.to_props().items()}
 
     def to_props(self) -> dict[str, str]:
         cfg = self.config
@@ -48,13 +53,19 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
     kept = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    for key, value in meta.to_props().items():
-        model.metadata_props.add(key=PREFIX + key, value=value)
+    for key, value in meta.to_metadata_props().items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
     """The metadata, or None for an ONNX file not made by tamdeploy."""
-    props = {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return metadata_from_props({p.key: p.value for p in model.metadata_props})
+
+
+def metadata_from_props(all_props: Mapping[str, str]) -> ModelMetadata | None:
+    """The metadata from ``metadata_props`` as a mapping (an ONNX Runtime session's
+    ``custom_metadata_map``, an OpenVINO sidecar's copy), or None without tamdeploy's entries."""
+    props = {key[len(PREFIX):]: value for key, value in all_props.items() if key.startswith(PREFIX)}
     if "config" not in props:
         return None
     try:

@@ -20,8 +20,8 @@ from tamdeploy.exporters.configs import ExportConfig, export_config_for
 from tamdeploy.exporters.metadata import ModelMetadata, write_metadata
 from tamdeploy.exporters.passes import finalize_graph
 from tamdeploy.exporters.rewrites import export_rewrites
-from tamdeploy.io import sha256_file, write_bytes_atomic
-from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.files import sha256_file, write_bytes_atomic
+from tamdeploy.models.config import ModelConfig
 
 TAM_OP_MODES = ("plugin", "onnx")
 MIN_OPSET = 18
@@ -35,9 +35,9 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.tam_op not in TAM_OP_MODES:
-            raise ExportError(f"--tam-op must be one of {TAM_OP_MODES}, got {self.tam_op!r}")
+            raise ExportError(f"`tam_op` must be one of {TAM_OP_MODES}, got {self.tam_op!r}")
         if self.opset < MIN_OPSET:
-            raise ExportError(f"--opset must be >= {MIN_OPSET} (got {self.opset})")
+            raise ExportError(f"`opset` must be >= {MIN_OPSET} (got {self.opset})")
 
 
 @dataclass

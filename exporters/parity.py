@@ -9,11 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tamdeploy.deploy.compare import Comparison, compare
+from tamdeploy.compare import TOLERANCES, Comparison, compare
 from tamdeploy.exporters.configs import ExportConfig
-from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.models.config import ModelConfig
+from tamdeploy.onnx_runtime import create_session
 
 PARITY_BATCHES = (1, 3)
+FP32 = TOLERANCES["fp32"]
 
 
 @dataclass(frozen=True)
@@ -32,21 +34,11 @@ class ParityResult:
         }
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def check_export_parity(onnx_path: str | Path, model: nn.Module, config: ModelConfig, ecfg: ExportConfig,
                         batches: tuple[int, ...] = PARITY_BATCHES, seed: int = 0) -> ParityResult:
     """Run both on the same seeded random inputs at each batch size; FP32 must agree to rel L2 1e-5
     with identical top-5 sets (export-time rewrites are off: this is the user's original model)."""
-    session = onnx_session(onnx_path)
+    session = create_session(onnx_path)
     per_batch: dict[int, Comparison] = {}
     outs, refs = [], []
     model.eval()
@@ -59,5 +51,5 @@ def check_export_parity(onnx_path: str | Path, model: nn.Module, config: ModelCo
         outs.append(out)
         refs.append(ref)
     overall = compare(np.concatenate(outs), np.concatenate(refs))
-    passed = all(c.rel_l2_error <= ecfg.fp32_rel_l2 and c.top5_agreement == 1.0 for c in per_batch.values())
-    return ParityResult(per_batch=per_batch, overall=overall, rel_l2_limit=ecfg.fp32_rel_l2, passed=passed)
+    passed = all(check.passed for c in per_batch.values() for check in FP32.judge(c))
+    return ParityResult(per_batch=per_batch, overall=overall, rel_l2_limit=FP32.rel_l2_max, passed=passed)

@@ -10,9 +10,9 @@ from torch import nn
 from tamdeploy.errors import ExportError
 from tamdeploy.exporters.onnx_export import ExportOptions, ExportResult, export_model
 from tamdeploy.exporters.parity import ParityResult, check_export_parity
-from tamdeploy.io import check_writable
+from tamdeploy.files import check_writable
+from tamdeploy.models.config import ModelConfig
 from tamdeploy.models.registry import MIN_INPUT_SIZE
-from tamdeploy.models.resnet import ModelConfig
 
 
 @dataclass
@@ -31,7 +31,7 @@ def _apply_input_size(cfg: ModelConfig, input_size: int | None) -> ModelConfig:
     if input_size is None:
         return cfg
     if input_size < MIN_INPUT_SIZE:
-        raise ExportError(f"--input-size {input_size} is too small: these networks downsample by 32, "
+        raise ExportError(f"`input_size={input_size}` is too small: these networks downsample by 32, "
                           f"use at least {MIN_INPUT_SIZE}")
     return replace(cfg, input_size=input_size)
 

@@ -11,34 +11,34 @@ import torch
 from torch import nn
 
 from tamdeploy.errors import ExportError
-from tamdeploy.io import sha256_file
-from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.files import sha256_file
+from tamdeploy.models.config import ModelConfig
 
 
 def parse_model_spec(spec: str) -> tuple[Path, str]:
     path, sep, factory = spec.rpartition(":")
     if not sep or not path or not factory:
-        raise ExportError(f"--model must look like path/to/file.py:factory, got {spec!r}")
+        raise ExportError(f"`model_spec` must look like path/to/file.py:factory, got {spec!r}")
     return Path(path), factory
 
 
 def load_user_model(spec: str) -> nn.Module:
     path, factory = parse_model_spec(spec)
     if not path.is_file():
-        raise ExportError(f"--model file {path} does not exist")
+        raise ExportError(f"`model_spec` file {path} does not exist")
     module_name = f"tamdeploy_user_model_{abs(hash(str(path.resolve())))}"
     spec_obj = importlib.util.spec_from_file_location(module_name, path)
     if spec_obj is None or spec_obj.loader is None:
-        raise ExportError(f"--model file {path} is not a Python file")
+        raise ExportError(f"`model_spec` file {path} is not a Python file")
     module = importlib.util.module_from_spec(spec_obj)
     sys.modules[module_name] = module
     try:
         spec_obj.loader.exec_module(module)
     except Exception as e:
-        raise ExportError(f"--model file {path} failed to import: {type(e).__name__}: {e}") from e
+        raise ExportError(f"`model_spec` file {path} failed to import: {type(e).__name__}: {e}") from e
     fn = getattr(module, factory, None)
     if not callable(fn):
-        raise ExportError(f"--model file {path} defines no function {factory!r}")
+        raise ExportError(f"`model_spec` file {path} defines no function {factory!r}")
     model = fn()
     if not isinstance(model, nn.Module):
         raise ExportError(f"{path}:{factory}() returned {type(model).__name__}, not a torch.nn.Module")
@@ -74,7 +74,7 @@ def load_user_model_with_weights(spec: str, checkpoint: Path, *, num_segments: i
     model.eval()
     detected = _infer_num_segments(model)
     if num_segments is not None and detected is not None and num_segments != detected:
-        raise ExportError(f"--num-segments {num_segments} contradicts the network's modules (T={detected})")
+        raise ExportError(f"`num_segments={num_segments}` contradicts the network's modules (T={detected})")
     t = num_segments or detected
     shape = (1, t, 3, input_size, input_size) if t else (1, 3, input_size, input_size)
     with torch.no_grad():

@@ -1,6 +1,12 @@
-"""Networks: the SE / ACTION / TAM modules, ResNet backbones, the registry and checkpoint loading."""
+"""Networks: the SE / ACTION / TAM modules, ResNet backbones, the registry and checkpoint loading.
+
+``config`` holds ``ModelConfig``, the contract between the packages (it travels in checkpoints, ONNX
+metadata and engine sidecars); ``modules`` the blocks; ``resnet`` the backbones; ``registry`` the named
+networks (``create_model``); ``layouts``, ``safe_load`` and ``checkpoints`` read other projects' files.
+"""
 
 from tamdeploy.models.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from tamdeploy.models.config import ModelConfig
 from tamdeploy.models.modules import TAM, Action, SELayer
 from tamdeploy.models.registry import (
     build_model,
@@ -10,7 +16,7 @@ from tamdeploy.models.registry import (
     randomize_batchnorm_,
     register_model,
 )
-from tamdeploy.models.resnet import ModelConfig, ResNet
+from tamdeploy.models.resnet import ResNet
 
 __all__ = [
     "TAM", "Action", "SELayer", "ModelConfig", "ResNet",

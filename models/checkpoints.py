@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from tamdeploy.errors import CheckpointError, ModelConfigError
-from tamdeploy.io import sha256_file, write_atomic
+from tamdeploy.files import sha256_file, write_atomic
+from tamdeploy.models.config import ModelConfig
 from tamdeploy.models.layouts import detect_layout, strip_module_prefix
 from tamdeploy.models.registry import build_model, default_config, list_models, resolve_config
-from tamdeploy.models.resnet import DEPTH_BLOCKS, ModelConfig, ResNet
+from tamdeploy.models.resnet import DEPTH_BLOCKS, ResNet
 from tamdeploy.models.safe_load import load_torch_file
 
 FORMAT_VERSION = 1

@@ -8,7 +8,8 @@ from dataclasses import replace
 from torch import nn
 
 from tamdeploy.errors import ModelConfigError
-from tamdeploy.models.resnet import ModelConfig, ResNet
+from tamdeploy.models.config import ModelConfig
+from tamdeploy.models.resnet import ResNet
 
 MIN_INPUT_SIZE = 32  # five stride-2 stages
 _DEFAULTS: dict[str, ModelConfig] = {}
@@ -100,14 +101,20 @@ for _cfg in (
     register_model(_cfg)(_resnet)
 
 
-def randomize_batchnorm_(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_batchnorm_(model: nn.Module, seed: int = 0, affine: bool = False) -> nn.Module:
     """Give every BatchNorm non-trivial running statistics (in place), as trained networks have, so
-    that random-weight demos and benchmarks do not run with BN as the identity; returns it in eval mode."""
+    that random-weight demos and benchmarks do not run with BN as the identity; ``affine`` also draws
+    its scale and shift (tests use that, so that a weight loaded into the wrong place shows). Returns
+    the model in eval mode."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                if affine and m.affine:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
     return model.eval()

@@ -6,58 +6,13 @@ original projects map onto this model by renaming prefixes only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
+from tamdeploy.models.config import BLOCK_KINDS, ModelConfig
 from tamdeploy.models.modules import TAM, Action, SELayer
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEPTH_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-BLOCK_KINDS = ("plain", "se", "tam", "action")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a network; it travels in checkpoints and ONNX metadata."""
-
-    arch: str
-    block: str  # one of BLOCK_KINDS
-    depth: int
-    num_classes: int
-    num_segments: int | None  # None for image models
-    width: float = 1.0
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    tam_kernel_size: int = 3
-    extra: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def is_video(self) -> bool:
-        return self.num_segments is not None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample (no batch axis)."""
-        s = self.input_size
-        return (self.num_segments, 3, s, s) if self.is_video else (3, s, s)
-
-    def to_dict(self) -> dict:
-        return {
-            "arch": self.arch, "block": self.block, "depth": self.depth, "num_classes": self.num_classes,
-            "num_segments": self.num_segments, "width": self.width, "input_size": self.input_size,
-            "mean": list(self.mean), "std": list(self.std), "tam_kernel_size": self.tam_kernel_size,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        d = dict(d)
-        d["mean"] = tuple(d["mean"])
-        d["std"] = tuple(d["std"])
-        return cls(**d)
 
 
 class Bottleneck(nn.Module):

@@ -23,7 +23,7 @@ import torch
 
 from tamdeploy.errors import CheckpointError, UnsafeCheckpointError
 
-TRUST_FLAG = "--trust-checkpoint"
+TRUST_FLAG = "`trust_checkpoint`"  # the CLI shows it as --trust-checkpoint
 
 # Namespaces whose pickled objects are data (arrays, configs, logs, paths) in training checkpoints.
 DATA_ONLY_PREFIXES = (

@@ -47,11 +47,8 @@ from onnxscript.values import Opset
 import tamdeploy.plugins.tam_op  # noqa: F401  (registers torch.ops.tamdeploy.tam_aggregate)
 from tamdeploy.errors import ExportError
 from tamdeploy.onnx_model import copy_model, make_model
+from tamdeploy.plugins.contract import TAM_DOMAIN, TAM_DOMAIN_VERSION, TAM_OP_TYPE, TAM_PLUGIN_NAMESPACE, is_tam_node
 
-TAM_DOMAIN = "tamdeploy"
-TAM_DOMAIN_VERSION = 1
-TAM_OP_TYPE = "TAMAggregate"
-TAM_PLUGIN_NAMESPACE = "tamdeploy"
 # The body's ops keep their meaning from opset 18 on; torch's exporter emits nothing older.
 MIN_OPSET = 18
 
@@ -150,7 +147,7 @@ def _default_opset_version(model: onnx.ModelProto) -> int:
 
 
 def _uses_tam(model: onnx.ModelProto) -> bool:
-    return any(node.domain == TAM_DOMAIN and node.op_type == TAM_OP_TYPE for node in model.graph.node)
+    return any(is_tam_node(node) for node in model.graph.node)
 
 
 def add_tam_function(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -34,9 +34,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, List, Tuple, Union  # noqa: UP035 (tensorrt.plugin validates typing-module annotations)
 
 from tamdeploy.errors import TamdeployError
+from tamdeploy.plugins.contract import TAM_OP_TYPE, TAM_PLUGIN_NAMESPACE
 
-PLUGIN_NAMESPACE = "tamdeploy"
-PLUGIN_NAME = "TAMAggregate"
+PLUGIN_NAMESPACE = TAM_PLUGIN_NAMESPACE
+PLUGIN_NAME = TAM_OP_TYPE
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
 PLUGIN_DTYPES = {"float32": "fp32", "float16": "fp16"}
 # X, kernel, local, Y: all FP32 or all FP16 (the i-th alternative of every position goes together)

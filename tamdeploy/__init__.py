@@ -1,4 +1,12 @@
-"""tamdeploy: deploy SE / ACTION-Net / TANet networks to ONNX and TensorRT."""
+"""tamdeploy: deploy SE / ACTION-Net / TANet networks to ONNX and TensorRT.
+
+This package is the import root and the ground every other part stands on:
+``errors`` (what a user can fix, exit 2), ``files`` (atomic writes, checks, hashes), ``console``
+(results on stdout, messages and progress on stderr), ``compare`` (output comparison and the one
+tolerance table), ``onnx_model`` (ONNX models the oldest supported runtime loads) and ``onnx_runtime``
+(the one ONNX Runtime session factory). Above it: ``tamdeploy.models``, ``tamdeploy.plugins``,
+``tamdeploy.exporters``, ``tamdeploy.deploy``, and ``tamdeploy.cli`` on top.
+"""
 
 __version__ = "0.1.0"
 

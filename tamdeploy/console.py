@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -15,6 +15,15 @@ from rich.table import Table
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+# Library messages name parameters in backticks (`tam_op`, `calib=PATH`); the CLI installs a rewrite that
+# shows them as its flags (--tam-op, --calib PATH). Without the CLI they print as they are.
+_rewrite: Callable[[str], str] = str
+
+
+def set_message_rewrite(rewrite: Callable[[str], str]) -> None:
+    global _rewrite
+    _rewrite = rewrite
+
 T = TypeVar("T")
 
 
@@ -24,15 +33,15 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(_rewrite(message))}", highlight=False)
 
 
 def info(message: str) -> None:
-    err.print(escape(message), highlight=False)
+    err.print(escape(_rewrite(message)), highlight=False)
 
 
 def error(message: str) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(_rewrite(message))}", highlight=False)
 
 
 def key_value_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:

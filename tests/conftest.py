@@ -1,30 +1,9 @@
-"""Shared test helpers: run the CLI in-process and read its JSON."""
+"""Fixtures for every test; shared helpers live in the ``helpers`` package (tests/helpers)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 import pytest
-from typer.testing import CliRunner
-
-from tamdeploy.cli import app
-
-
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-    exception: BaseException | None = None
-
-    def json(self) -> dict:
-        return json.loads(self.stdout)
-
-
-def invoke(*args: str) -> CliResult:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
+from helpers.cli import invoke
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from tamdeploy.errors import DataError
-from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.models.config import ModelConfig
 
 if TYPE_CHECKING:
     import torch

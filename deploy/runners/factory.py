@@ -8,6 +8,7 @@ from typing import Any
 
 from tamdeploy.deploy.runners.base import Runner
 from tamdeploy.deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+from tamdeploy.deploy.runners.openvino_runner import IR_SUFFIXES, OpenVINORunner
 from tamdeploy.deploy.runners.tensorrt_runner import TensorRTRunner
 from tamdeploy.deploy.runners.torch_runner import TorchRunner
 from tamdeploy.errors import TamdeployError
@@ -15,13 +16,16 @@ from tamdeploy.errors import TamdeployError
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine")
-BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
+BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt")
+# backends that run an artifact besides its own (OpenVINO reads tamdeploy's ONNX files as they are)
+ALSO_RUNS = {"onnxruntime": ("openvino",)}
 
 # the options each backend's runner takes
 _OPTIONS = {
     "pytorch": {"device", "compile", "threads", "arch", "num_segments", "num_classes", "input_size",
                 "trust_checkpoint"},
     "onnxruntime": {"providers", "threads", "spin"},
+    "openvino": {"precision", "performance", "streams", "threads", "cache_dir"},
     "tensorrt": {"threads", "cuda_graph", "device"},
 }
 
@@ -35,36 +39,42 @@ def backend_for(artifact: str | os.PathLike) -> str:
         return "onnxruntime"
     if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
-    known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + ENGINE_SUFFIXES)
+    if suffix in IR_SUFFIXES:
+        return "openvino"
+    known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + IR_SUFFIXES + ENGINE_SUFFIXES)
     raise TamdeployError(f"cannot tell how to run {artifact}: unknown suffix {suffix or '(none)'!r}; "
                          f"expected one of {known}")
 
 
 def open_runner(artifact: str | os.PathLike, backend: str | None = None, **opts: Any) -> Runner:
     """An inactive runner for ``artifact``: ``.pt/.pth/.ckpt`` -> PyTorch (``load_checkpoint``),
-    ``.onnx`` -> ONNX Runtime, ``.plan/.engine`` -> TensorRT.
+    ``.onnx`` -> ONNX Runtime (or OpenVINO with ``backend="openvino"``), ``.xml`` -> OpenVINO (an IR),
+    ``.plan/.engine`` -> TensorRT.
 
-    ``backend`` (pytorch, onnxruntime, tensorrt) must agree with the artifact when given. ``opts`` are
+    ``backend`` (pytorch, onnxruntime, openvino, tensorrt) must be one that runs the artifact. ``opts`` are
     the runner's options; None values are ignored, and an option the runner does not take is an error.
     """
     path = Path(artifact)
     native = backend_for(path)
     if backend is not None and backend not in BACKENDS:
         raise TamdeployError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    if backend is not None and backend != native:
+    if backend is not None and backend != native and backend not in ALSO_RUNS.get(native, ()):
         raise TamdeployError(_mismatch(path, native, backend))
+    backend = backend or native
     if not path.is_file():
         raise TamdeployError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    allowed = _OPTIONS[native]
+    allowed = _OPTIONS[backend]
     opts = {k: v for k, v in opts.items() if v is not None}
     unknown = sorted(set(opts) - allowed)
     if unknown:
-        raise TamdeployError(f"option(s) {', '.join(unknown)} do not apply to the {native} runner ({path.name}); "
+        raise TamdeployError(f"option(s) {', '.join(unknown)} do not apply to the {backend} runner ({path.name}); "
                              f"it takes {', '.join(sorted(allowed))}")
-    if native == "pytorch":
+    if backend == "pytorch":
         return TorchRunner.from_checkpoint(path, **opts)
-    if native == "onnxruntime":
+    if backend == "onnxruntime":
         return OnnxRuntimeRunner(path, **opts)
+    if backend == "openvino":
+        return OpenVINORunner(path, **opts)
     return TensorRTRunner(path, **opts)
 
 
@@ -76,5 +86,8 @@ def _mismatch(path: Path, native: str, backend: str) -> str:
         return (f"{path.name} is a checkpoint, which runs on pytorch: export it to ONNX first "
                 f"(tamdeploy export {path.name}) to run it on {backend}")
     if native == "onnxruntime":
-        return f"{path.name} is an ONNX model, which runs on onnxruntime: for pytorch, pass the checkpoint"
+        return (f"{path.name} is an ONNX model, which runs on onnxruntime or openvino: for pytorch, pass the "
+                f"checkpoint")
+    if native == "openvino":
+        return f"{path.name} is an OpenVINO IR, which runs only on openvino"
     return f"{path.name} is a TensorRT engine, which runs only on tensorrt"

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from tamdeploy.deploy.runners.base import Runner, TensorSpec
 from tamdeploy.errors import BackendUnavailableError, TamdeployError
-from tamdeploy.exporters.metadata import ModelMetadata, read_metadata
+from tamdeploy.exporters.metadata import ModelMetadata, metadata_from_props
+from tamdeploy.onnx_runtime import create_session
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -71,25 +71,11 @@ class OnnxRuntimeRunner(Runner):
         self._session = None
 
     def activate_impl(self) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: the runner reports problems itself
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
-        if self.spin is not None:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        source = self._model if isinstance(self._model, bytes) else str(self._model)
-        try:
-            session = onnxruntime.InferenceSession(source, sess_options=options, providers=self.providers)
-        except Exception as e:  # onnxruntime raises its own exception types, per failure kind
-            where = "the model" if isinstance(self._model, bytes) else str(self._model)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TamdeployError(f"ONNX Runtime cannot load {where}: {first}") from e
+        session = create_session(self._model, providers=self.providers, threads=self.threads, spin=self.spin)
         if self.providers[0] not in session.get_providers():
             raise BackendUnavailableError(f"ONNX Runtime could not start {self.providers[0]} here (it fell back "
                                           f"to {', '.join(session.get_providers())}); check the CUDA install")
-        self.metadata = _metadata(session.get_modelmeta().custom_metadata_map)
+        self.metadata = metadata_from_props(session.get_modelmeta().custom_metadata_map)
         if self.metadata is not None:
             self.config, self.precision = self.metadata.config, self.metadata.precision
         self._session = session
@@ -113,14 +99,6 @@ class OnnxRuntimeRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self._session = None
-
-
-def _metadata(props: Mapping[str, str]) -> ModelMetadata | None:
-    """tamdeploy's metadata from the session's ``custom_metadata_map`` (the file's ``metadata_props``)."""
-    proto = onnx.ModelProto()
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    return read_metadata(proto)
 
 
 def _dtype(name: str, ort_type: str) -> np.dtype:

@@ -1,7 +1,7 @@
 """TensorRT engines (``.plan``): run one like any other backend, for ``verify`` and ``bench``.
 
 - Activation imports TensorRT (lazily: importing tamdeploy never needs it), needs a CUDA GPU, reads
-  the engine's sidecar (``tamdeploy.deploy.engine``) and refuses an engine built for another
+  the engine's sidecar (``trt``) and refuses an engine built for another
   TensorRT version or GPU with a one-line ``EngineMismatchError``. An engine without a sidecar
   (built by trtexec, say) is loaded as it is. The TAMAggregate plugin is registered first when the
   engine runs it through Python (``plugin-jit``) or nothing says it does not.
@@ -21,40 +21,22 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tamdeploy.deploy.runners.base import Runner, TensorSpec
-from tamdeploy.errors import BackendUnavailableError, DataError, TamdeployError
+from tamdeploy.deploy.runners.trt import (
+    check_sidecar,
+    gpu_identity,
+    import_tensorrt_with_cuda,
+    make_logger,
+    read_sidecar,
+)
+from tamdeploy.errors import DataError, TamdeployError
 
 if TYPE_CHECKING:
     import torch
-
-
-def tensorrt_missing(instead: str) -> str:
-    """The one-line error when TensorRT cannot be imported, ending with what works here instead."""
-    return f'TensorRT is not installed: pip install "tamdeploy[tensorrt]" on a machine with an NVIDIA GPU; {instead}'
-
-
-def cuda_missing(what: str, instead: str) -> str:
-    """The one-line error when TensorRT is installed but there is no GPU to use it on."""
-    return (f"CUDA is not available here (no NVIDIA GPU, driver or CUDA build of torch): TensorRT engines {what} "
-            f"on NVIDIA GPUs; {instead}")
-
-
-INSTALL_HINT = tensorrt_missing("use --backend onnxruntime here")
-NO_CUDA_HINT = cuda_missing("run", "use --backend onnxruntime here")
-
-
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or ``BackendUnavailableError`` with the install hint."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BackendUnavailableError(INSTALL_HINT) from e
-    return tensorrt
 
 
 @dataclass
@@ -96,13 +78,9 @@ class TensorRTRunner(Runner):
     # --- lifecycle -------------------------------------------------------------------------------
 
     def activate_impl(self) -> None:
-        trt = import_tensorrt()
+        trt = import_tensorrt_with_cuda()
         import torch
 
-        from tamdeploy.deploy.engine import check_sidecar, gpu_identity, make_logger, read_sidecar
-
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError(NO_CUDA_HINT)
         if not self.engine_path.is_file():
             raise TamdeployError(f"{self.engine_path} does not exist")
         device = torch.device("cuda", torch.cuda.current_device() if self.device_index is None else self.device_index)
@@ -131,7 +109,7 @@ class TensorRTRunner(Runner):
         if sidecar is not None:
             self.precision = sidecar.get("precision")
             if sidecar.get("config"):
-                from tamdeploy.models.resnet import ModelConfig
+                from tamdeploy.models.config import ModelConfig
 
                 self.config = ModelConfig.from_dict(sidecar["config"])
 

@@ -15,7 +15,7 @@ from torch import nn
 from tamdeploy.deploy.runners.base import Runner, TensorSpec
 from tamdeploy.errors import BackendUnavailableError, ModelConfigError
 from tamdeploy.exporters.configs import export_config_for
-from tamdeploy.models.resnet import ModelConfig
+from tamdeploy.models.config import ModelConfig
 
 ModelLoader = Callable[[], tuple[nn.Module, ModelConfig]]
 

@@ -1,0 +1,158 @@
+"""The bench report: dataclasses, JSON (``to_dict``), Markdown (``to_markdown``), PNG (``plot``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one ``runner.infer(feed)`` call, in milliseconds (percentiles interpolate linearly)."""
+
+    min_ms: float
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    std_ms: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: np.ndarray) -> LatencyStats:
+        s = np.asarray(samples_ms, dtype=np.float64)
+        if s.size == 0:
+            raise ValueError("no latency samples")
+        median, p90, p95, p99 = np.percentile(s, [50, 90, 95, 99])
+        return cls(min_ms=float(s.min()), mean_ms=float(s.mean()), median_ms=float(median), p90_ms=float(p90),
+                   p95_ms=float(p95), p99_ms=float(p99), max_ms=float(s.max()), std_ms=float(s.std()))
+
+
+@dataclass
+class BatchResult:
+    """One runner at one batch size.
+
+    ``clips_per_s`` = batch * 1000 / median latency (the rate of back-to-back calls at a typical
+    iteration); ``frames_per_s`` = ``clips_per_s`` * T. ``time_ratio`` = this median latency / the first
+    runner's median at the same batch (< 1: faster than the first runner). ``first_ms`` is the first
+    call at this batch, before warm-up (lazy initialisation, ``torch.compile`` for a new shape).
+    """
+
+    batch: int
+    iterations: int
+    first_ms: float
+    latency: LatencyStats
+    clips_per_s: float
+    frames_per_s: float
+    time_ratio: float
+    samples_ms: list[float] = field(repr=False)
+
+
+@dataclass
+class RunnerResult:
+    """One runner: what it is, what loading it cost, and its results per batch size.
+
+    ``peak_rss_mb``: growth of the process's peak resident set (VmHWM, reset through
+    /proc/self/clear_refs just before loading) over the resident set just before loading, while this
+    runner loaded and ran its first call at every batch; runners load one after another, so each
+    figure is that runner's own. None where /proc does not allow it (not Linux).
+    ``peak_cuda_mb``: ``torch.cuda.max_memory_allocated`` growth over the same span, for runners on
+    torch's CUDA allocator; None otherwise (ONNX Runtime's and TensorRT's GPU memory is not counted).
+    """
+
+    label: str
+    backend: str
+    arch: str | None
+    precision: str | None
+    threads: int | None  # intra-op threads it was given (None: the backend's default)
+    input_name: str
+    input_shape: list[int | None]
+    frames_per_clip: int
+    load_seconds: float
+    peak_rss_mb: float | None
+    peak_cuda_mb: float | None
+    batches: list[BatchResult]
+
+    def at(self, batch: int) -> BatchResult:
+        for result in self.batches:
+            if result.batch == batch:
+                return result
+        raise KeyError(f"{self.label} has no result at batch {batch}")
+
+
+@dataclass
+class BenchReport:
+    """Runners measured interleaved: at each batch, every round calls each runner once (the order
+    rotates by one each round), so drift and noise reach all of them alike. ``iterations`` per batch
+    are timed after ``warmup`` untimed rounds; with ``duration_s`` the rounds go on until that many
+    seconds have passed at each batch."""
+
+    runners: list[RunnerResult]
+    batches: list[int]
+    warmup: int
+    iters: int | None
+    duration_s: float | None
+    threads: int | None
+    seed: int
+    inputs: str  # "random normal (seed N)" or "given"
+    wall_seconds: float
+    environment: dict[str, str]
+    notes: list[str]  # how the bench kept interleaved runners from disturbing each other
+
+    def runner(self, label: str) -> RunnerResult:
+        for result in self.runners:
+            if result.label == label:
+                return result
+        raise KeyError(f"no runner labelled {label!r}")
+
+    def to_dict(self, samples: bool = False) -> dict:
+        """JSON-ready; ``samples=True`` keeps every latency sample (``samples_ms``)."""
+        data = asdict(self)
+        if not samples:
+            for runner in data["runners"]:
+                for batch in runner["batches"]:
+                    del batch["samples_ms"]
+        data["reference"] = self.runners[0].label
+        return data
+
+    def to_markdown(self) -> str:
+        first = self.runners[0].label
+        mode = f"{self.iters} iterations" if self.iters is not None else f"{self.duration_s:g} s"
+        env = self.environment
+        lines = [
+            f"Latency of one call, ms ({mode} per batch after {self.warmup} warm-up rounds, runners interleaved; "
+            f"{self.inputs} inputs; threads {self.threads if self.threads is not None else 'default'})",
+            f"{env.get('cpu', '?')} ({env.get('cpu_isa', '?')}) · torch {env.get('torch', '?')} · onnxruntime "
+            f"{env.get('onnxruntime', '?')}" + (f" · openvino {env['openvino']}" if "openvino" in env else ""),
+            "",
+            f"| runner | backend | batch | median | p90 | p99 | min | max | clips/s | frames/s | time vs {first} |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for batch in self.batches:
+            for r in self.runners:
+                b = r.at(batch)
+                s = b.latency
+                lines.append(f"| {r.label} | {r.backend} | {batch} | {_num(s.median_ms)} | {_num(s.p90_ms)} | "
+                             f"{_num(s.p99_ms)} | {_num(s.min_ms)} | {_num(s.max_ms)} | {_num(b.clips_per_s)} | "
+                             f"{_num(b.frames_per_s)} | {_ratio(b.time_ratio)} |")
+        if self.notes:
+            lines += ["", *(f"note: {note}" for note in self.notes)]
+        lines += ["", "| runner | load s | first call ms | peak RSS MB | peak CUDA MB |", "|---|--:|--:|--:|--:|"]
+        for r in self.runners:
+            lines.append(f"| {r.label} | {r.load_seconds:.3g} | {_num(r.batches[0].first_ms)} | "
+                         f"{_opt(r.peak_rss_mb)} | {_opt(r.peak_cuda_mb)} |")
+        return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}x" if x >= 0.095 else f"{x:.2g}x"
+
+
+def _opt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"

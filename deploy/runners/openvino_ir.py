@@ -1,0 +1,112 @@
+"""OpenVINO plumbing that the IR builder (``deploy.build.openvino``) and the runner
+(``openvino_runner``) share: importing OpenVINO with the install hint, a Core that reads tamdeploy's
+ONNX exports (the TAMAggregate conversion extension registered), the precision hints, and the IR's
+JSON sidecar (``model.xml.json``: what the IR was built from and how it must run).
+
+An IR is ``model.xml`` (the graph) plus ``model.bin`` (the weights) beside it. The sidecar records both
+files' sha256, so a sidecar left over from another build is refused rather than trusted, and the
+OpenVINO version that wrote them: an IR from a newer OpenVINO may use ops this one cannot read.
+Importing this module needs no OpenVINO.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tamdeploy.errors import BackendUnavailableError, TamdeployError
+from tamdeploy.files import sha256_file
+
+INSTALL_HINT = 'OpenVINO is not installed: pip install "tamdeploy[openvino]"'
+SIDECAR_FORMAT = "tamdeploy-openvino-ir"
+SIDECAR_VERSION = 1
+# tamdeploy's precision -> OpenVINO's INFERENCE_PRECISION_HINT
+INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+class IRMismatchError(TamdeployError):
+    """An IR whose files or sidecar do not belong together, or that this OpenVINO cannot read."""
+
+
+def import_openvino() -> ModuleType:
+    """The ``openvino`` module, or ``BackendUnavailableError`` with the install hint."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise BackendUnavailableError(INSTALL_HINT) from e
+    return openvino
+
+
+def openvino_version() -> str:
+    """OpenVINO's release version, ``2026.4.1`` (its full build string trimmed)."""
+    return import_openvino().__version__.split("-")[0]
+
+
+def tamdeploy_core(cache_dir: str | Path | None = None) -> Any:
+    """An ``openvino.Core`` that reads tamdeploy's ONNX exports as they are (TAMAggregate converted by
+    ``plugins.tam_openvino``), with the compiled-model cache in ``cache_dir`` when given."""
+    ov = import_openvino()
+    from tamdeploy.plugins.tam_openvino import tam_conversion_extension
+
+    core = ov.Core()
+    core.add_extension(tam_conversion_extension())
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(cache_dir)})
+    return core
+
+
+def cpu_has_bf16(core: Any) -> bool:
+    """Whether OpenVINO's CPU plugin runs BF16 natively here (else a bf16 hint runs in f32)."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def weights_path(xml: str | Path) -> Path:
+    return Path(xml).with_suffix(".bin")
+
+
+def sidecar_path(xml: str | Path) -> Path:
+    xml = Path(xml)
+    return xml.with_name(xml.name + ".json")
+
+
+def read_sidecar(xml: str | Path) -> dict | None:
+    """The IR's sidecar, or None when there is none (an IR not written by tamdeploy)."""
+    path = sidecar_path(xml)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise IRMismatchError(f"{path} is damaged ({e}); rebuild the IR with 'tamdeploy build'") from e
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise IRMismatchError(f"{path} is not a tamdeploy OpenVINO sidecar; rebuild the IR with 'tamdeploy build'")
+    return data
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+
+
+def check_ir(xml: str | Path, sidecar: dict | None, here_version: str) -> None:
+    """Raise unless ``xml`` has its weights beside it and, when there is a sidecar, the sidecar describes
+    these very files and an OpenVINO no newer than this one wrote them."""
+    xml = Path(xml)
+    weights = weights_path(xml)
+    if not weights.is_file():
+        raise IRMismatchError(f"{xml} has no weights file {weights.name} beside it: an IR is the .xml and its .bin; "
+                              f"copy both, or rebuild with 'tamdeploy build'")
+    if sidecar is None:
+        return
+    files = sidecar.get("files") or {}
+    for path, key in ((xml, "xml_sha256"), (weights, "bin_sha256")):
+        if files.get(key) and files[key] != sha256_file(path):
+            raise IRMismatchError(f"{sidecar_path(xml).name} describes another build than {path.name} (sha256 "
+                                  f"differs): the IR and its sidecar were not written together; rebuild with "
+                                  f"'tamdeploy build'")
+    built = sidecar.get("openvino_version") or ""
+    if built and _release(built) > _release(here_version):
+        raise IRMismatchError(f"{xml.name} was written by OpenVINO {built}, newer than the {here_version} here, "
+                              f"which may not read its ops: upgrade OpenVINO or rebuild the IR here")

@@ -1,0 +1,53 @@
+"""The ``tamdeploy`` command line: the Typer app and the one list of its commands.
+
+Each command lives in its own module (``*_cmd.py``), parses its options and calls the library; the
+app registers them here, in the order ``--help`` lists them (the order of the workflow).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tamdeploy import __version__
+from tamdeploy.cli.bench_cmd import bench
+from tamdeploy.cli.build_cmd import build
+from tamdeploy.cli.demo_cmd import demo
+from tamdeploy.cli.export_cmd import export
+from tamdeploy.cli.inspect_cmd import inspect
+from tamdeploy.cli.options import state
+from tamdeploy.cli.verify_cmd import verify
+
+COMMANDS = (inspect, export, build, verify, bench, demo)
+
+app = typer.Typer(
+    name="tamdeploy",
+    help="Deploy SE / ACTION-Net / TANet (TAM) networks: PyTorch checkpoint -> ONNX -> TensorRT, "
+    "with numerical parity checked and latency measured.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for command in COMMANDS:
+    app.command()(command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tamdeploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
+) -> None:
+    state["debug"] = debug
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

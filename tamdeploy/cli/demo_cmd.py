@@ -1,0 +1,53 @@
+"""tamdeploy demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tamdeploy.cli.options import JsonOption, user_errors
+from tamdeploy.console import info, key_value_table, out, print_json
+
+
+@user_errors
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", "-d", help="Where the demo writes its files.")
+                         ] = Path("tamdeploy-demo"),
+    seconds: Annotated[float, typer.Option(help="Seconds of timed rounds per batch in the benchmark.")] = 5.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Run the whole job on a built-in example: build a small TANet, save a checkpoint, export it to
+    ONNX, verify it against PyTorch on synthetic mp4 clips, and benchmark PyTorch vs ONNX Runtime.
+    CPU only, no downloads, about a minute on 2 cores."""
+    from tamdeploy.deploy.demo import run_demo
+
+    if not json_output:
+        info(f"tamdeploy demo: writing to {directory}/")
+    report = run_demo(directory, seconds=seconds, progress=not json_output)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        parity = report.export["parity"]["overall"]
+        verify = report.verify
+        rows = [
+            ("directory", report.directory),
+            *((f"step: {name}", f"{seconds:.1f} s") for name, seconds in report.steps.items()),
+            ("export", f"{report.export['nodes']} nodes, {report.export['tam_nodes']} TAMAggregate nodes"),
+            ("export parity", f"rel L2 {parity['rel_l2_error']:.2e}, cosine {parity['cosine_similarity']:.9f}, "
+                              f"top-5 agreement {parity['top5_agreement']:.0%}"),
+            ("verify", _verify_line(verify)),
+            ("result", "PASS" if report.passed else "FAIL"),
+        ]
+        out.print(key_value_table("tamdeploy demo", rows))
+        out.print(report.bench_markdown, markup=False, highlight=False)
+        info(f"files: {', '.join(report.files.values())}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _verify_line(verify: dict) -> str:
+    logits = verify["outputs"]["logits"]
+    return (f"{verify['inputs']['samples']} decoded mp4 clips: rel L2 {logits['rel_l2_error']:.2e}, "
+            f"top-1 agreement {logits['top1_agreement']:.0%}, {verify['verdict']}")

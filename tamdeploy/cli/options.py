@@ -1,0 +1,83 @@
+"""What every command shares: the ``--json`` and ``--trust-checkpoint`` options and ``user_errors``,
+which turns a ``TamdeployError`` into one line on stderr and its exit code (``--debug`` re-raises).
+
+Commands import this module, never the app: the app imports the commands (one list, in ``app.py``),
+so the import graph has no circle.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tamdeploy.console import error, set_message_rewrite
+from tamdeploy.errors import TamdeployError
+
+# set by the app's callback from ``--debug``
+state = {"debug": False}
+
+# Library parameters whose flag is not the parameter's name with dashes.
+FLAGS = {"model_spec": "--model", "precision=int8": "--int8", "precision=fp16": "--fp16"}
+_PARAMETER = re.compile(r"`([a-z0-9_]+)(?:=([^`]*))?`")
+
+
+def spoken_as_flags(message: str) -> str:
+    """A library message with its `parameter` / `parameter=value` marks shown as this CLI's flags:
+    `tam_op` -> --tam-op, `calib=PATH` -> --calib PATH, `precision=int8` -> --int8."""
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        whole = f"{name}={value}" if value is not None else name
+        if whole in FLAGS:
+            return FLAGS[whole]
+        text = FLAGS.get(name, "--" + name.replace("_", "-"))
+        return text if value is None else f"{text} {value}"
+
+    return _PARAMETER.sub(flag, message)
+
+
+set_message_rewrite(spoken_as_flags)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+TrustOption = Annotated[bool, typer.Option(
+    "--trust-checkpoint",
+    help="Allow the checkpoint's pickle to run code (only for files you trust; off by default).")]
+
+
+OVPrecisionOption = Annotated[str | None, typer.Option(
+    "--ov-precision", help="OpenVINO: inference precision fp32, bf16 or fp16 (default: what the IR was built "
+                           "for, else fp32).")]
+PerformanceOption = Annotated[str | None, typer.Option(
+    help="OpenVINO: latency (one stream, every core on one request; default) or throughput (several "
+         "streams; a batch is split across them).")]
+StreamsOption = Annotated[int | None, typer.Option(help="OpenVINO: number of streams (default: the hint's).")]
+CacheDirOption = Annotated[Path | None, typer.Option(
+    help="OpenVINO: compiled-model cache folder, so that the next load skips compiling.")]
+
+
+def openvino_options(precision: str | None, performance: str | None, streams: int | None,
+                     cache_dir: Path | None) -> dict[str, Any]:
+    """The OpenVINO runner's options that were given (the others keep the runner's defaults)."""
+    given = {"precision": precision, "performance": performance, "streams": streams, "cache_dir": cache_dir}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn TamdeployError into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TamdeployError as e:
+            if state["debug"]:
+                raise
+            error(str(e))
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper

@@ -1,0 +1,227 @@
+"""``tamdeploy build --target openvino`` and the OpenVINO runner, through the CLI on small real networks
+(TANet, ACTION-Net, SE-ResNet, TSN at width 0.25): the default export loads with no re-export, every
+precision builds, runs and passes ``verify``; the runner's options; bad IRs and sidecars refused in one
+line; OpenVINO missing says how to install it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers.checkpoints import randomize_
+from helpers.cli import invoke
+
+from tamdeploy.deploy.runners import OnnxRuntimeRunner, OpenVINORunner, open_runner
+from tamdeploy.deploy.runners.openvino_ir import IRMismatchError, sidecar_path
+from tamdeploy.errors import BackendUnavailableError, TamdeployError
+from tamdeploy.models import create_model, save_checkpoint
+from tamdeploy.system import system_info
+
+ARCHS = ("tanet_r50", "action_r50", "se_resnet50", "tsn_r50")
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """arch -> (checkpoint, default ONNX export): TAMAggregate nodes with their function, as users have."""
+    root = tmp_path_factory.mktemp("ov")
+    out = {}
+    for arch in ARCHS:
+        video = arch != "se_resnet50"
+        model = create_model(arch, width=0.25, num_classes=7, input_size=SIZE, **({"num_segments": 4} if video else {}))
+        ckpt = save_checkpoint(randomize_(model, seed=3), None, root / f"{arch}.pth")
+        result = invoke("export", ckpt, "--no-verify", "--json")
+        assert result.exit_code == 0, result.stderr
+        out[arch] = (ckpt, Path(result.json()["output"]))
+    return out
+
+
+def feed_for(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    shape = (batch, *runner.input_shape[1:])
+    return {runner.input_name: np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)}
+
+
+def verify_json(artifact: Path, ckpt: Path, *extra: str) -> dict:
+    """verify's report; exit 0 on PASS, 1 on FAIL (checked against the report's verdict)."""
+    result = invoke("verify", artifact, "--ckpt", ckpt, "--samples", "8", "--threads", "1", *extra, "--json")
+    assert result.exit_code in (0, 1), result.stdout + result.stderr
+    report = result.json()
+    assert report["passed"] == (result.exit_code == 0)
+    return report
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_default_export_runs_on_openvino_as_it_is(exported, arch):
+    """No re-export: TAMAggregate nodes are converted while OpenVINO reads the file; FP32 parity with ONNX
+    Runtime at batch 1 and 3 (the batch stays dynamic)."""
+    _, onnx_path = exported[arch]
+    assert arch not in ("tanet_r50", "action_r50") or any(
+        n.op_type == "TAMAggregate" for n in onnx.load(str(onnx_path)).graph.node)
+    with OpenVINORunner(onnx_path, threads=1) as ov, OnnxRuntimeRunner(onnx_path, threads=1) as ort:
+        assert ov.precision == "fp32" and ov.inference_precision == "fp32"
+        for batch in (1, 3):
+            feed = feed_for(ov, batch, seed=batch)
+            got, want = ov.infer(feed)["logits"], ort.infer(feed)["logits"]
+            assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_build_run_and_verify_every_precision(exported, tmp_path, arch, precision):
+    ckpt, onnx_path = exported[arch]
+    flags = {"fp32": [], "bf16": ["--bf16"], "int8": ["--int8", "--calib", "random", "--calib-samples", "4"]}
+    xml = tmp_path / f"model.{precision}.xml"
+    result = invoke("build", onnx_path, "--target", "openvino", *flags[precision], "-o", xml, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["target"] == "openvino" and report["openvino"]["xml_path"] == str(xml)
+    sidecar = json.loads(sidecar_path(xml).read_text())
+    assert sidecar["precision"] == precision and sidecar["config"]["arch"] == arch
+    assert sidecar["weights"] == ("int8" if precision == "int8" else "fp32")
+    if precision == "int8":
+        assert sidecar["calibration"]["random"] and "random pixels" in result.stderr
+    verdict = verify_json(xml, ckpt)
+    expected = "fp32" if precision == "bf16" and not system_info().has_bf16 else precision
+    assert verdict["precision"] == expected
+    logits = verdict["outputs"]["logits"]
+    if precision == "fp32":
+        assert verdict["passed"] and logits["rel_l2_error"] < 1e-5
+    elif precision == "bf16":  # random weights leave near-ties, so top-1 is the trained tests' business
+        assert logits["cosine_similarity"] >= 0.995
+    else:  # random weights and random calibration: INT8 accuracy is the trained tests' business
+        assert logits["cosine_similarity"] > 0.9
+
+
+def test_openvino_backend_on_an_onnx_file_passes_verify_at_fp32(exported):
+    ckpt, onnx_path = exported["tanet_r50"]
+    verdict = verify_json(onnx_path, ckpt, "--backend", "openvino")
+    assert verdict["passed"] and verdict["runner"].startswith("openvino")
+
+
+def test_throughput_mode_splits_the_batch_and_returns_the_same_logits(exported, tmp_path):
+    _, onnx_path = exported["tanet_r50"]
+    with OpenVINORunner(onnx_path, threads=1) as latency:
+        feed = feed_for(latency, 5)
+        want = latency.infer(feed)["logits"]
+    with OpenVINORunner(onnx_path, performance="throughput", streams=2) as throughput:
+        assert throughput._requests == 2  # two streams: the batch of 5 goes out as 3 + 2
+        got = throughput.infer(feed)["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_dir_holds_the_compiled_model_and_serves_the_second_load(exported, tmp_path):
+    _, onnx_path = exported["tsn_r50"]
+    cache = tmp_path / "cache"
+    with OpenVINORunner(onnx_path, cache_dir=cache) as first:
+        want = first.infer(feed_for(first, 2))["logits"]
+    blobs = sorted(cache.glob("*.blob"))
+    assert blobs, "no compiled blob in the cache"
+    with OpenVINORunner(onnx_path, cache_dir=cache) as second:
+        got = second.infer(feed_for(second, 2))["logits"]
+    assert sorted(cache.glob("*.blob")) == blobs  # read, not compiled and written again
+    np.testing.assert_array_equal(got, want)
+
+
+def test_runner_options_are_checked():
+    with pytest.raises(TamdeployError, match="`precision` for OpenVINO must be one of fp32, bf16, fp16"):
+        OpenVINORunner("m.onnx", precision="int4")
+    with pytest.raises(TamdeployError, match="`performance` must be one of latency, throughput"):
+        OpenVINORunner("m.onnx", performance="fast")
+    with pytest.raises(TamdeployError, match="`streams` must be at least 1"):
+        OpenVINORunner("m.onnx", streams=0)
+
+
+def test_open_runner_routes_ir_and_onnx(exported, tmp_path):
+    _, onnx_path = exported["tsn_r50"]
+    assert isinstance(open_runner(onnx_path, "openvino", precision="bf16"), OpenVINORunner)
+    assert isinstance(open_runner(onnx_path), OnnxRuntimeRunner)
+    xml = tmp_path / "m.xml"
+    xml.write_text("<net/>")
+    assert isinstance(open_runner(xml), OpenVINORunner)
+    with pytest.raises(TamdeployError, match="is an OpenVINO IR, which runs only on openvino"):
+        open_runner(xml, "onnxruntime")
+    with pytest.raises(TamdeployError, match="do not apply to the onnxruntime runner"):
+        open_runner(onnx_path, precision="bf16")
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tsn_ir(exported, tmp_path) -> Path:
+    xml = tmp_path / "tsn.xml"
+    result = invoke("build", exported["tsn_r50"][1], "--target", "openvino", "-o", xml)
+    assert result.exit_code == 0, result.stderr
+    return xml
+
+
+def one_line_error(*args) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().startswith("error:")
+    return " ".join(result.stderr.split())
+
+
+def test_an_ir_without_its_weights_is_refused(exported, tsn_ir):
+    tsn_ir.with_suffix(".bin").unlink()
+    message = one_line_error("verify", tsn_ir, "--ckpt", exported["tsn_r50"][0])
+    assert "has no weights file tsn.bin beside it" in message
+
+
+def test_a_sidecar_of_another_build_is_refused(exported, tsn_ir, tmp_path):
+    other = tmp_path / "other.xml"
+    assert invoke("build", exported["tanet_r50"][1], "--target", "openvino", "-o", other).exit_code == 0
+    sidecar_path(tsn_ir).write_text(sidecar_path(other).read_text())
+    message = one_line_error("verify", tsn_ir, "--ckpt", exported["tsn_r50"][0])
+    assert "describes another build than tsn.xml" in message
+
+
+def test_an_ir_from_a_newer_openvino_is_refused(exported, tsn_ir):
+    sidecar = json.loads(sidecar_path(tsn_ir).read_text())
+    sidecar["openvino_version"] = "2099.1.0"
+    sidecar_path(tsn_ir).write_text(json.dumps(sidecar))
+    with pytest.raises(IRMismatchError, match="written by OpenVINO 2099.1.0, newer than"), OpenVINORunner(tsn_ir):
+        pass
+
+
+def test_bf16_needs_the_openvino_target(exported):
+    message = one_line_error("build", exported["tsn_r50"][1], "--bf16")
+    assert "--bf16 is for --target openvino" in message
+
+
+def test_interrupted_build_leaves_nothing_half_written(exported, tmp_path, monkeypatch):
+    import openvino
+
+    def broken_save(model, path, compress_to_fp16=True):
+        Path(path).write_text("partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openvino, "save_model", broken_save)
+    xml = tmp_path / "out.xml"
+    with pytest.raises(KeyboardInterrupt):
+        from tamdeploy.deploy.build.openvino import build_ir
+
+        build_ir(exported["tsn_r50"][1], xml, precision="fp32")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_openvino_the_target_says_how_to_install_it(exported, tmp_path):
+    code = ("import sys; sys.modules['openvino'] = None\n"
+            "from tamdeploy.deploy.build import BuildOptions, build\n"
+            "from tamdeploy.errors import BackendUnavailableError\n"
+            f"try:\n    build({str(exported['tsn_r50'][1])!r}, BuildOptions(None, target='openvino'))\n"
+            "except BackendUnavailableError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'OpenVINO is not installed: pip install "tamdeploy[openvino]"'
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_runner_without_openvino_says_how_to_install_it(monkeypatch, exported):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendUnavailableError, match=r'pip install "tamdeploy\[openvino\]"'):
+        OpenVINORunner(exported["tsn_r50"][1]).activate()
