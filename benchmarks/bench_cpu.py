@@ -24,10 +24,9 @@ import json
 import platform
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-from tamdeploy.deploy.bench import plot_bench, run_benchmark
+from tamdeploy.deploy.bench import paired_ratio, plot_bench, run_benchmark
 from tamdeploy.deploy.build import BuildOptions, build
 from tamdeploy.deploy.runners import OnnxRuntimeRunner, OpenVINORunner
 from tamdeploy.exporters.pipeline import export_checkpoint
@@ -73,14 +72,6 @@ def runners_for(arch: str, files: dict[str, Path], threads: int | None) -> list[
         runners.append((f"ov bf16 {arch} (TAM body inlined)",
                         OpenVINORunner(files["inlined"], precision="bf16", threads=threads)))
     return runners
-
-
-def paired_ratio(numerator: list[float], denominator: list[float], seed: int = 0) -> tuple[float, float, float]:
-    """Median of the per-round ratios and a bootstrap 95% interval of that median."""
-    ratios = np.asarray(numerator) / np.asarray(denominator)
-    resampled = np.random.default_rng(seed).choice(ratios, (4000, ratios.size))
-    low, high = np.percentile(np.median(resampled, axis=1), [2.5, 97.5])
-    return float(np.median(ratios)), float(low), float(high)
 
 
 def main() -> None:

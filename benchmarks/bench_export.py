@@ -23,9 +23,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from tamdeploy.deploy.bench import plot_bench, run_benchmark
+from tamdeploy.deploy.bench import paired_ratio, plot_bench, run_benchmark
 from tamdeploy.deploy.runners import OnnxRuntimeRunner, TorchRunner
 from tamdeploy.exporters.onnx_export import ExportOptions
 from tamdeploy.exporters.pipeline import export_checkpoint
@@ -50,14 +48,6 @@ def export(arch: str, out_dir: Path, tam_op: str) -> tuple[Path, Path, float, fl
     print(f"{arch}: export {run.export.seconds:.1f} s, parity check {total - run.export.seconds:.1f} s, "
           f"rel L2 {run.parity.overall.rel_l2_error:.2e}", flush=True)
     return ckpt, run.export.path, run.export.seconds, total - run.export.seconds
-
-
-def paired_ratio(numerator: list[float], denominator: list[float], seed: int = 0) -> tuple[float, float, float]:
-    """Median of the per-round ratios and a bootstrap 95% interval of that median."""
-    ratios = np.asarray(numerator) / np.asarray(denominator)
-    resampled = np.random.default_rng(seed).choice(ratios, (4000, ratios.size))
-    low, high = np.percentile(np.median(resampled, axis=1), [2.5, 97.5])
-    return float(np.median(ratios)), float(low), float(high)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tamdeploy.files import write_bytes_atomic
+from tamdeploy.files import make_output_dir, write_bytes_atomic
 
 ARCH = "tanet_r50"
 DEMO_CONFIG = {"width": 0.25, "num_segments": 8, "input_size": 112, "num_classes": 10}
@@ -56,7 +56,7 @@ def run_demo(directory: Path, seconds: float = 5.0, progress: bool = True) -> De
     from tamdeploy.exporters.pipeline import export_checkpoint
     from tamdeploy.models import save_checkpoint
 
-    directory.mkdir(parents=True, exist_ok=True)
+    make_output_dir(directory)
     steps: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -7,7 +7,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +89,10 @@ def _trace(model: nn.Module, example: torch.Tensor, ecfg: ExportConfig, options:
 
 
 def export_model(model: nn.Module, config: ModelConfig, out_path: str | Path, checkpoint_sha256: str,
-                 options: ExportOptions | None = None) -> ExportResult:
-    """Export ``model`` (eval mode) to ``out_path``; the batch axis stays dynamic."""
+                 options: ExportOptions | None = None,
+                 write: Callable[[Path, bytes], object] = write_bytes_atomic) -> ExportResult:
+    """Export ``model`` (eval mode) to ``out_path``; the batch axis stays dynamic. ``write`` puts the bytes
+    there (default: atomically; a caller that already writes into a temp file of its own writes plainly)."""
     options = options or ExportOptions()
     ecfg = export_config_for(config)
     model.eval()
@@ -107,7 +109,8 @@ def export_model(model: nn.Module, config: ModelConfig, out_path: str | Path, ch
                                         tam_op=tam_mode))
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString(deterministic=True)
-    path = write_bytes_atomic(out_path, data)
+    path = Path(out_path)
+    write(path, data)
     custom = sum(1 for n in proto.graph.node if n.domain not in ("", "ai.onnx"))
     return ExportResult(
         path=path, config=config, export_config=ecfg, rewrites=applied,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from torch import nn
 from tamdeploy.errors import ExportError
 from tamdeploy.exporters.onnx_export import ExportOptions, ExportResult, export_model
 from tamdeploy.exporters.parity import ParityResult, check_export_parity
-from tamdeploy.files import check_writable
+from tamdeploy.files import check_writable, staged_output
 from tamdeploy.models.config import ModelConfig
 from tamdeploy.models.registry import MIN_INPUT_SIZE
 
@@ -52,18 +53,38 @@ def _load(checkpoint: Path, arch: str | None, num_segments: int | None, num_clas
                                         input_size=input_size or 224)
 
 
+def failed_output(out: Path) -> Path:
+    """Where a model that failed its parity check is kept for inspection: never under the name a
+    deployment would pick up."""
+    return out.with_name(out.with_suffix("").name + ".parity-failed.onnx")
+
+
 def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, *, arch: str | None = None,
                       num_segments: int | None = None, num_classes: int | None = None,
                       input_size: int | None = None, options: ExportOptions | None = None,
                       model_spec: str | None = None, trust_checkpoint: bool = False,
-                      verify: bool = True) -> ExportRun:
+                      verify: bool = True, stage: Callable[[str], None] | None = None) -> ExportRun:
+    """Export ``checkpoint`` to ``output`` (default ``<checkpoint stem>.onnx``) and check parity.
+
+    The model reaches its name only after parity passed (or with ``verify=False``): until then it is a
+    temp file beside it, removed on an interrupt; a model that fails parity is kept as
+    ``<stem>.parity-failed.onnx``. ``stage`` is told the name of each step as it starts (for progress)."""
+    stage = stage or (lambda name: None)
     checkpoint = Path(checkpoint)
     options = options or ExportOptions()
     out = Path(output) if output is not None else default_output(checkpoint)
     check_writable(out)
+    stage("loading the checkpoint")
     model, cfg, layout, sha, warnings = _load(checkpoint, arch, num_segments, num_classes, input_size,
                                               model_spec, trust_checkpoint)
     cfg = _apply_input_size(cfg, input_size)
-    result = export_model(model, cfg, out, checkpoint_sha256=sha, options=options)
-    parity = check_export_parity(result.path, model, cfg, result.export_config) if verify else None
+    with staged_output(out) as staged:
+        stage("exporting to ONNX (tracing, graph passes, checks)")
+        result = export_model(model, cfg, staged.path, checkpoint_sha256=sha, options=options,
+                              write=lambda path, data: path.write_bytes(data))
+        parity = None
+        if verify:
+            stage("checking parity on ONNX Runtime (batch 1 and 3)")
+            parity = check_export_parity(staged.path, model, cfg, result.export_config)
+        result.path = staged.commit(out if parity is None or parity.passed else failed_output(out))
     return ExportRun(export=result, parity=parity, layout=layout, warnings=warnings)

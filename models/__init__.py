@@ -5,7 +5,13 @@ metadata and engine sidecars); ``modules`` the blocks; ``resnet`` the backbones;
 networks (``create_model``); ``layouts``, ``safe_load`` and ``checkpoints`` read other projects' files.
 """
 
-from tamdeploy.models.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from tamdeploy.models.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    LoadedCheckpoint,
+    is_checkpoint_file,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tamdeploy.models.config import ModelConfig
 from tamdeploy.models.modules import TAM, Action, SELayer
 from tamdeploy.models.registry import (
@@ -21,5 +27,5 @@ from tamdeploy.models.resnet import ResNet
 __all__ = [
     "TAM", "Action", "SELayer", "ModelConfig", "ResNet",
     "build_model", "create_model", "randomize_batchnorm_", "default_config", "list_models", "register_model",
-    "LoadedCheckpoint", "load_checkpoint", "save_checkpoint",
+    "CHECKPOINT_SUFFIXES", "LoadedCheckpoint", "is_checkpoint_file", "load_checkpoint", "save_checkpoint",
 ]

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from tamdeploy.errors import CheckpointError, ModelConfigError
-from tamdeploy.files import sha256_file, write_atomic
+from tamdeploy.files import make_output_dir, sha256_file, write_atomic
 from tamdeploy.models.config import ModelConfig
-from tamdeploy.models.layouts import detect_layout, strip_module_prefix
+from tamdeploy.models.layouts import OWN_NETWORK_HINT, detect_layout, strip_module_prefix
 from tamdeploy.models.registry import build_model, default_config, list_models, resolve_config
 from tamdeploy.models.resnet import DEPTH_BLOCKS, ResNet
 from tamdeploy.models.safe_load import load_torch_file
@@ -84,6 +84,26 @@ def load_checkpoint(
     model = build_model(config)
     _load_strict(model, state_dict, f"{path} (layout {layout})", warnings)
     return LoadedCheckpoint(model.eval(), config, layout, sha256_file(path), path, warnings)
+
+
+# what a checkpoint is called: PyTorch's own suffixes, and the .pth.tar (or .tar) many research repositories
+# publish (TANet's official weights among them); other names are recognised by their content
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6 writes a zip archive
+
+
+def is_checkpoint_file(path: str | os.PathLike) -> bool:
+    """The one rule every command uses to tell a checkpoint: a checkpoint suffix, or (for any other name)
+    a file that starts like one: a zip archive (torch.save's format) or a pickle (the legacy format)."""
+    path = Path(path)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head == _ZIP_MAGIC or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def read_state_dict(path: str | os.PathLike,
@@ -190,11 +210,14 @@ def _infer_config(sd: dict[str, torch.Tensor], source: str) -> _Found:
 
 
 def _depth(sd: dict[str, torch.Tensor], source: str) -> int:
+    if any(k.startswith("layer1.0.conv2.") for k in sd) and not any(k.startswith("layer1.0.conv3.") for k in sd):
+        raise CheckpointError(f"{source}: its blocks are BasicBlocks (ResNet-18/34), a network tamdeploy does not "
+                              f"build; {OWN_NETWORK_HINT}")
     indices = {int(m.group(1)) for k in sd if (m := re.match(r"layer3\.(\d+)\.", k))}
     blocks = max(indices) + 1 if indices else 0
     if blocks not in _DEPTH_BY_LAYER3:
         known = ", ".join(f"{n} (ResNet-{d})" for n, d in _DEPTH_BY_LAYER3.items())
-        raise CheckpointError(f"{source}: layer3 has {blocks} blocks; tamdeploy builds {known}")
+        raise CheckpointError(f"{source}: layer3 has {blocks} blocks; tamdeploy builds {known}; {OWN_NETWORK_HINT}")
     return _DEPTH_BY_LAYER3[blocks]
 
 
@@ -203,7 +226,7 @@ def _arch_for(block: str, depth: int, source: str) -> str:
         cfg = default_config(name)
         if (cfg.block, cfg.depth) == (block, depth):
             return name
-    raise CheckpointError(f"{source}: no registered network has {block} blocks at depth {depth}")
+    raise CheckpointError(f"{source}: no registered network has {block} blocks at depth {depth}; {OWN_NETWORK_HINT}")
 
 
 def _require(sd: dict[str, torch.Tensor], key: str, source: str) -> torch.Tensor:
@@ -308,5 +331,11 @@ def _check_fits(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> Non
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    make_output_dir(path.parent)
+    def save(tmp: Path) -> None:
+        # through a file object: given a path, torch names the archive inside after the (random) temp
+        # file, so the same weights would give different bytes on every save
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    write_atomic(path, save)

@@ -105,6 +105,11 @@ LAYOUTS: tuple[Layout, ...] = (
 )
 
 
+# what to do with a network tamdeploy does not build (the CLI shows the parameter as --model)
+OWN_NETWORK_HINT = ("for a network of your own, pass its code as `model_spec=path/to/file.py:factory` with this "
+                    "checkpoint (its TAM / ACTION modules are recognised by structure)")
+
+
 def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {_MODULE_PREFIX.sub("", k): v for k, v in state_dict.items()}
 
@@ -117,5 +122,5 @@ def detect_layout(keys: Iterable[str], source: str) -> Layout:
     shown = ", ".join(keys[:_MAX_NAMED]) or "none"
     known = ", ".join(f"{lay.name} ({lay.source})" for lay in LAYOUTS)
     raise CheckpointError(
-        f"{source}: no known weight layout matches (first keys: {shown}); supported: {known}"
+        f"{source}: no known weight layout matches (first keys: {shown}); supported: {known}; {OWN_NETWORK_HINT}"
     )

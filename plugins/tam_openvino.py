@@ -15,7 +15,8 @@ the frames of neighbouring clips harmless, so the batch stays dynamic. Measured 
 exact formulations inside TANet-R50 (OpenVINO 2026.4, batch 1, 8x224x224, bf16 on an AMX CPU, 30 rounds
 interleaved): TANet / TSN 1.26 with this one, 1.47 with the function body inlined (a banded MatMul
 that needs transposes and layout reorders), 1.43 with VariadicSplit shifts, 1.62 with shifts along a
-[N, T, C, H*W] view, 1.79 with a grouped convolution (benchmarks/results/bench_cpu-*.md).
+[N, T, C, H*W] view, 1.79 with a grouped convolution; Pad with negative pads was no faster and Gather
+slower (benchmarks/results/tam_openvino_formulations-2026-11-30-xeon-amx-cpu2.md).
 """
 
 from __future__ import annotations

@@ -95,10 +95,18 @@ class Tolerance:
         return checks
 
     def describe(self) -> str:
-        return " and ".join(f"{METRIC_LABELS[m]} {op} {limit:g}" for m, op, limit in self.criteria())
+        return " and ".join(_criterion(m, op, limit) for m, op, limit in self.criteria())
 
     def to_dict(self) -> dict:
         return {**asdict(self), "criterion": self.describe()}
+
+
+def _criterion(metric: str, op: str, limit: float) -> str:
+    """"relative L2 <= 1e-05", "identical top-5 for every sample", "top-1 agreement >= 98%"."""
+    if metric.endswith("_agreement"):
+        k = metric.split("_")[0].replace("top", "top-")
+        return f"identical {k} for every sample" if limit >= 1 else f"{METRIC_LABELS[metric]} >= {limit:.0%}"
+    return f"{METRIC_LABELS[metric]} {op} {limit:g}"
 
 
 # how the judged metrics read in messages

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 out = Console(soft_wrap=True)
@@ -55,10 +64,12 @@ def key_value_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Progress]:
-    """A rich progress bar on stderr; ``enabled=False`` (e.g. with --json) keeps it quiet."""
+    """A rich progress bar on stderr; ``enabled=False`` (e.g. with --json) keeps it quiet, and so does a
+    stderr that is not a terminal (a log file or a pipe would get a blank line where the bar was)."""
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=not enabled,
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        disable=not enabled or not err.is_terminal,
     )
     with progress:
         yield progress
@@ -70,6 +81,26 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         for item in items:
             yield item
             progress.advance(task)
+
+
+@contextmanager
+def stages(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the step that runs now, with the time spent on it and in all; yields
+    ``stage(name)`` to call as each step starts (quiet with --json)."""
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        TextColumn("[dim]total {task.fields[total_elapsed]}"), console=err, transient=True,
+                        disable=not enabled or not err.is_terminal)
+    started = time.perf_counter()
+    current: list = []
+
+    def stage(name: str) -> None:
+        total = f"{time.perf_counter() - started:.0f}s"
+        if current:
+            progress.remove_task(current.pop())
+        current.append(progress.add_task(name, total=None, total_elapsed=total))
+
+    with progress:
+        yield stage
 
 
 @contextmanager

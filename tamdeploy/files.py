@@ -1,8 +1,19 @@
-"""Atomic file writes: a temp file in the target's directory, then os.replace, so an interrupted run
-never leaves a half-written artifact behind."""
+"""Writing the outputs a user names: atomically, with ordinary permissions, and with one-line errors.
+
+- Atomic: a temp file in the target's directory, then ``os.replace``, so an interrupted run never leaves
+  a half-written artifact behind (``staged_output`` lets the caller choose where the finished file goes,
+  ``atomic_path`` / ``write_bytes_atomic`` put it at the target).
+- Permissions: ``mkstemp`` creates files 0600, which a server running as another user (a Triton container,
+  a service account) cannot read; the temp file gets what ``open()`` would give under the process umask.
+- Errors: every ``OSError`` from writing a user-named output (a full disk, a read-only file system, a
+  folder that is a file) becomes an ``OutputError`` that names the path, so the CLI prints one line and
+  exits 2 instead of a traceback.
+- ``written_outputs`` lists what this process has put in place, for the line printed on Ctrl-C.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -12,6 +23,36 @@ from pathlib import Path
 
 from tamdeploy.errors import TamdeployError
 
+_written: list[Path] = []
+# errors that mean "this output cannot be written here", as opposed to a bug or a missing input
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.EIO,
+                errno.ENAMETOOLONG}
+
+
+class OutputError(TamdeployError):
+    """An output the user named that cannot be written (disk full, read-only, not a folder, ...)."""
+
+
+def written_outputs() -> list[Path]:
+    """The files this process has put in place so far, oldest first."""
+    return list(_written)
+
+
+def describe_write_error(target: Path, error: OSError, needed: int | None = None) -> str:
+    """One line saying why ``target`` could not be written and, where it helps, what to do."""
+    where = target.parent if str(target.parent) else Path(".")
+    if error.errno == errno.ENOSPC:
+        size = f" ({needed / 1e6:.1f} MB needed)" if needed else ""
+        return f"cannot write {target}: no space left on the device that holds {where}{size}; free some space or " \
+               f"write elsewhere (-o)"
+    if error.errno == errno.EROFS:
+        return f"cannot write {target}: {where} is on a read-only file system; write elsewhere (-o)"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write {target}: permission denied"
+    if error.errno == errno.EDQUOT:
+        return f"cannot write {target}: disk quota exceeded"
+    return f"cannot write {target}: {error.strerror or error}"
+
 
 def check_writable(target: str | os.PathLike) -> Path:
     """The directory ``target`` would be written into; a one-line error if that cannot happen, so
@@ -19,30 +60,90 @@ def check_writable(target: str | os.PathLike) -> Path:
     target = Path(target)
     directory = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
-        raise TamdeployError(f"cannot write {target}: it is a directory")
+        raise OutputError(f"cannot write {target}: it is a directory")
     if not directory.is_dir():
-        raise TamdeployError(f"cannot write {target}: directory {directory} does not exist")
+        raise OutputError(f"cannot write {target}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
-        raise TamdeployError(f"cannot write {target}: directory {directory} is not writable")
+        raise OutputError(f"cannot write {target}: directory {directory} is not writable")
     return directory
 
 
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a folder for outputs (made with its parents when missing), or a one-line OutputError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"cannot use {path} as the output folder: it is a file; choose another folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(describe_write_error(path, e).replace(f"write {path}", f"create the folder {path}", 1)) \
+            from e
+    return path
+
+
+def _umask() -> int:
+    # reading the umask means setting it; it is set back at once (tamdeploy writes from one thread)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class StagedOutput:
+    """A temp file beside ``target`` that becomes a real output only when ``commit`` moves it (to the
+    target, or elsewhere); left uncommitted, it is removed."""
+
+    def __init__(self, target: Path, directory: Path) -> None:
+        self.target = target
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        self.path = Path(name)
+        self.committed: Path | None = None
+        os.chmod(self.path, 0o666 & ~_umask())
+
+    def commit(self, destination: str | os.PathLike | None = None) -> Path:
+        """Flush the temp file to disk and move it to ``destination`` (default: the target)."""
+        destination = Path(destination) if destination is not None else self.target
+        try:
+            with open(self.path, "rb+") as f:  # on disk before the rename makes it visible
+                os.fsync(f.fileno())
+            os.replace(self.path, destination)
+        except OSError as e:
+            raise OutputError(describe_write_error(destination, e)) from e
+        self.committed = destination
+        _written.append(destination)
+        return destination
+
+    def discard(self) -> None:
+        if self.committed is None and self.path.exists():
+            self.path.unlink()
+
+
 @contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``target``; on success it replaces ``target``, on error it is removed."""
+def staged_output(target: str | os.PathLike, needed: int | None = None) -> Iterator[StagedOutput]:
+    """A ``StagedOutput`` for ``target``; an ``OSError`` while the caller writes it becomes an
+    ``OutputError`` naming ``target`` (``needed``: bytes the write takes, for the disk-full message)."""
     target = Path(target)
     directory = check_writable(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:  # on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp_path, target)
+        staged = StagedOutput(target, directory)
+    except OSError as e:
+        raise OutputError(describe_write_error(target, e, needed)) from e
+    try:
+        yield staged
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise  # not about writing: an input that went missing, say
+        raise OutputError(describe_write_error(target, e, needed)) from e
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        staged.discard()
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success it replaces ``target``, on error it is removed."""
+    with staged_output(target, needed) as staged:
+        yield staged.path
+        staged.commit()
 
 
 def write_atomic(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -52,7 +153,9 @@ def write_atomic(target: str | os.PathLike, write: Callable[[Path], None]) -> Pa
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
-    return write_atomic(target, lambda p: p.write_bytes(data))
+    with atomic_path(target, needed=len(data)) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -5,6 +5,8 @@ runners built from the command line's artifacts (``setup``) and the PNG plot (``
 
 from tamdeploy.deploy.bench.measure import run_benchmark
 from tamdeploy.deploy.bench.plots import plot_bench
-from tamdeploy.deploy.bench.report import BatchResult, BenchReport, LatencyStats, RunnerResult
+from tamdeploy.deploy.bench.report import BatchResult, BenchReport, LatencyStats, RunnerResult, paired_ratio
 
-__all__ = ["BatchResult", "BenchReport", "LatencyStats", "RunnerResult", "plot_bench", "run_benchmark"]
+__all__ = [
+    "BatchResult", "BenchReport", "LatencyStats", "RunnerResult", "paired_ratio", "plot_bench", "run_benchmark",
+]

@@ -279,7 +279,7 @@ def _runner_result(label: str, runner: Runner, load: Load, batches: list[int], s
         label=label, backend=runner.name, arch=runner.config.arch if runner.config else None,
         precision=runner.precision, threads=runner.threads, input_name=runner.input_name,
         input_shape=list(runner.input_shape), frames_per_clip=frames, load_seconds=load_seconds,
-        peak_rss_mb=peak_rss, peak_cuda_mb=peak_cuda, batches=results,
+        memory_growth_mb=peak_rss, peak_cuda_mb=peak_cuda, batches=results,
     )
 
 

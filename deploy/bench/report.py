@@ -54,10 +54,13 @@ class BatchResult:
 class RunnerResult:
     """One runner: what it is, what loading it cost, and its results per batch size.
 
-    ``peak_rss_mb``: growth of the process's peak resident set (VmHWM, reset through
-    /proc/self/clear_refs just before loading) over the resident set just before loading, while this
+    ``memory_growth_mb``: how much the process's peak resident set (VmHWM, reset through
+    /proc/self/clear_refs just before loading) grew over the resident set just before loading, while this
     runner loaded and ran its first call at every batch; runners load one after another, so each
-    figure is that runner's own. None where /proc does not allow it (not Linux).
+    figure is that runner's own growth. It is not the runner's whole footprint: memory that earlier work
+    in the process freed (an export, another runner) is reused without growing the resident set, so a
+    runner can read near 0; bench one artifact alone for its footprint. None where /proc does not
+    allow it (not Linux).
     ``peak_cuda_mb``: ``torch.cuda.max_memory_allocated`` growth over the same span, for runners on
     torch's CUDA allocator; None otherwise (ONNX Runtime's and TensorRT's GPU memory is not counted).
     """
@@ -71,7 +74,7 @@ class RunnerResult:
     input_shape: list[int | None]
     frames_per_clip: int
     load_seconds: float
-    peak_rss_mb: float | None
+    memory_growth_mb: float | None
     peak_cuda_mb: float | None
     batches: list[BatchResult]
 
@@ -101,6 +104,30 @@ class BenchReport:
     environment: dict[str, str]
     notes: list[str]  # how the bench kept interleaved runners from disturbing each other
 
+    @property
+    def warnings(self) -> list[str]:
+        """Where the spread says the machine was busy, so that the ratios cannot be trusted (see
+        ``noise_warning``)."""
+        found = []
+        for r in self.runners:
+            for b in r.batches:
+                warning = noise_warning(b.latency)
+                if warning:
+                    found.append(f"{r.label} at batch {b.batch}: {warning}")
+        if found:
+            found.append("the latencies spread widely: the machine was busy, or the runners disturbed each other "
+                         "(caches, clock); medians and ratios are uncertain: rerun on an idle machine, with more "
+                         "--iters or fewer artifacts per run")
+        return found
+
+    def input_description(self) -> str:
+        """The shape every runner was fed, for people: "video [N, 8, 3, 224, 224] (T=8, 224x224)"."""
+        first = self.runners[0]
+        dims = ", ".join("N" if i == 0 else str(d) for i, d in enumerate(first.input_shape))
+        size = first.input_shape[-1]
+        clip = f"T={first.frames_per_clip}, {size}x{size}" if first.frames_per_clip > 1 else f"{size}x{size}"
+        return f"{first.input_name} [{dims}] ({clip}), batch {', '.join(map(str, self.batches))}"
+
     def runner(self, label: str) -> RunnerResult:
         for result in self.runners:
             if result.label == label:
@@ -115,17 +142,22 @@ class BenchReport:
                 for batch in runner["batches"]:
                     del batch["samples_ms"]
         data["reference"] = self.runners[0].label
+        data["input"] = self.input_description()
+        data["warnings"] = self.warnings
         return data
 
     def to_markdown(self) -> str:
         first = self.runners[0].label
-        mode = f"{self.iters} iterations" if self.iters is not None else f"{self.duration_s:g} s"
+        mode = (f"{self.iters} iteration{'s' if self.iters != 1 else ''}" if self.iters is not None
+                else f"{self.duration_s:g} s")
+        warmup = f"{self.warmup} warm-up round{'s' if self.warmup != 1 else ''}"
         env = self.environment
         lines = [
-            f"Latency of one call, ms ({mode} per batch after {self.warmup} warm-up rounds, runners interleaved; "
+            f"Latency of one call, ms ({mode} per batch after {warmup}, runners interleaved; "
             f"{self.inputs} inputs; threads {self.threads if self.threads is not None else 'default'})",
             f"{env.get('cpu', '?')} ({env.get('cpu_isa', '?')}) · torch {env.get('torch', '?')} · onnxruntime "
             f"{env.get('onnxruntime', '?')}" + (f" · openvino {env['openvino']}" if "openvino" in env else ""),
+            f"input: {self.input_description()}",
             "",
             f"| runner | backend | batch | median | p90 | p99 | min | max | clips/s | frames/s | time vs {first} |",
             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
@@ -139,11 +171,45 @@ class BenchReport:
                              f"{_num(b.frames_per_s)} | {_ratio(b.time_ratio)} |")
         if self.notes:
             lines += ["", *(f"note: {note}" for note in self.notes)]
-        lines += ["", "| runner | load s | first call ms | peak RSS MB | peak CUDA MB |", "|---|--:|--:|--:|--:|"]
+        if self.warnings:
+            lines += ["", *(f"**warning**: {warning}" for warning in self.warnings)]
+        lines += ["", "| runner | load s | first call ms | memory growth MB | peak CUDA MB |", "|---|--:|--:|--:|--:|"]
         for r in self.runners:
             lines.append(f"| {r.label} | {r.load_seconds:.3g} | {_num(r.batches[0].first_ms)} | "
-                         f"{_opt(r.peak_rss_mb)} | {_opt(r.peak_cuda_mb)} |")
+                         f"{_opt(r.memory_growth_mb)} | {_opt(r.peak_cuda_mb)} |")
+        lines += ["", "memory growth: how much the process's peak resident memory grew while the runner loaded and ran "
+                  "its first calls (memory freed by earlier work is reused, so it can read near 0; bench one "
+                  "artifact alone for its footprint)"]
         return "\n".join(lines) + "\n"
+
+
+# Why these limits: in a quiet interleaved run on this project's 2-core machines p90 stayed within 1.4-1.5x
+# of the minimum and the median within 1.2x (benchmarks/results/bench_export-2026-11-26-session5-final-cpu2.md,
+# 100 rounds of full-size R50s); under load they stretched to 3-7x (the demo beside other work: median
+# 786 ms, minimum 117 ms, reported as a 0.034x ratio without a word).
+SPREAD_LIMITS = {"p90": 2.0, "median": 1.5}
+
+
+def paired_ratio(numerator: list[float], denominator: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """How two interleaved runners compare beyond the machine's noise: the median of the per-round ratios
+    (round i's two calls ran within about a second of each other) and a bootstrap 95% interval of it."""
+    ratios = np.asarray(numerator) / np.asarray(denominator)
+    resampled = np.random.default_rng(seed).choice(ratios, (4000, ratios.size))
+    low, high = np.percentile(np.median(resampled, axis=1), [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
+
+
+def noise_warning(stats: LatencyStats) -> str | None:
+    """Why one runner's latencies look disturbed (None when they do not): p90 more than twice the
+    minimum, or the median more than 1.5x the minimum."""
+    if stats.min_ms <= 0:
+        return None
+    p90, median = stats.p90_ms / stats.min_ms, stats.median_ms / stats.min_ms
+    if p90 > SPREAD_LIMITS["p90"]:
+        return f"p90 is {p90:.1f}x the minimum ({stats.p90_ms:.4g} vs {stats.min_ms:.4g} ms)"
+    if median > SPREAD_LIMITS["median"]:
+        return f"the median is {median:.1f}x the minimum ({stats.median_ms:.4g} vs {stats.min_ms:.4g} ms)"
+    return None
 
 
 def _num(x: float) -> str:

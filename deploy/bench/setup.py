@@ -62,9 +62,9 @@ def build_runners(artifacts: list[Path | str], backend: str | None, compile_torc
     if missing:
         raise TamdeployError(f"{missing[0]} does not exist")
     t, size = shared_geometry(paths)
-    labels = unique_labels(paths)
+    labels = unique_labels([Path(str(raw)) for raw in artifacts])  # "model.onnx@openvino" labels itself
     runners = []
-    for label, (path, chosen), raw in zip(labels, parsed, artifacts, strict=True):
+    for label, (path, chosen) in zip(labels, parsed, strict=True):
         chosen = chosen or backend
         which = chosen or backend_for(path)
         if which == "pytorch":
@@ -74,5 +74,5 @@ def build_runners(artifacts: list[Path | str], backend: str | None, compile_torc
             runner = open_runner(path, chosen, **(openvino or {}))
         else:
             runner = open_runner(path, chosen)
-        runners.append((label if str(raw) == str(path) else f"{label}@{which}", runner))
+        runners.append((label, runner))
     return runners

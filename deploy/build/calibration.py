@@ -60,9 +60,13 @@ def _spec_from_graph(model: onnx.ModelProto) -> ClipSpec:
     return ClipSpec(rest[0] if len(rest) == 4 else None, rest[-1], _UNUSED_MEAN, _UNUSED_STD)
 
 
-def load_calibration(calib: str | Path | None, model: onnx.ModelProto, samples: int = DEFAULT_SAMPLES,
+def load_calibration(calib: str | Path | None, model: onnx.ModelProto, samples: int | None = None,
                      progress: bool = True) -> CalibrationData:
-    """``samples`` calibration clips for ``model`` from ``calib`` (a path, or ``"random"``)."""
+    """``samples`` calibration clips for ``model`` from ``calib`` (a path, or ``"random"``); None takes up
+    to ``DEFAULT_SAMPLES`` without complaining when there are fewer (only an explicit count that the data
+    cannot fill is warned about)."""
+    asked = samples is not None
+    samples = samples if samples is not None else DEFAULT_SAMPLES
     if calib is None:
         raise DataError("`precision=int8` needs calibration data: `calib=PATH` (videos, frame folders, images or .npy "
                         "arrays, a few dozen clips like the ones the model will see); `calib=random` "
@@ -87,7 +91,7 @@ def load_calibration(calib: str | Path | None, model: onnx.ModelProto, samples: 
                             "normalised, or export the model with 'tamdeploy export'")
         spec = _spec_from_graph(model)
     try:
-        batch = load_batch(path, spec, samples, progress=progress)
+        batch = load_batch(path, spec, samples, progress=progress, warn_short=asked)
     except DataError as e:
         raise DataError(f"calibration data: {e}") from e
     return CalibrationData(batch.array, batch.sources, batch.summary, random=False)

@@ -10,8 +10,11 @@ A build writes, each atomically (temp file + rename), beside ``out_path`` (``mod
 - ``model.plan``: the serialized engine;
 - ``model.plan.json``: the sidecar, what the engine needs and was built from: TensorRT version, GPU
   name and compute capability, precision, the optimization profile, the ONNX file's sha256, how TAM
-  ran (``tam_op``), the model config from the ONNX metadata. The TensorRT runner refuses an engine
-  whose sidecar names another TensorRT version or GPU (``check_sidecar``);
+  ran (``tam_op``), the model config from the ONNX metadata, and the plan's own size and sha256. The
+  TensorRT runner refuses an engine whose sidecar names another TensorRT version or GPU
+  (``check_sidecar``), or describes another plan (``check_plan``): the two files are renamed one
+  after the other, and a build interrupted between the renames leaves a new plan beside the old
+  sidecar;
 - ``model.layers.json``: the engine inspector's per-layer report (``ProfilingVerbosity.DETAILED``);
 - the timing cache, when one is given: loaded before the build when it exists, saved after.
 
@@ -48,6 +51,7 @@ from tamdeploy.deploy.runners.trt import (
     gpu_identity,
     import_tensorrt_with_cuda,
     make_logger,
+    plan_record,
     sidecar_path,
 )
 from tamdeploy.errors import TamdeployError
@@ -245,6 +249,7 @@ class EngineBuildResult:
     tam_nodes: int
     plugin_layers: int
     engine_bytes: int
+    engine_sha256: str
     num_layers: int
     build_seconds: float
     workspace_gb: float | None
@@ -408,6 +413,7 @@ def build_engine(onnx_path: Path, out_path: Path, *, batch: tuple[int, int, int]
         raise EngineBuildError(f"TensorRT {trt.__version__} could not build {onnx_path.name}: "
                                + "; ".join(logger.errors or ["no details (run with TensorRT's verbose log)"]))
     plan = bytes(memoryview(serialized))
+    plan_info = plan_record(plan)
 
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(plan)
@@ -428,9 +434,9 @@ def build_engine(onnx_path: Path, out_path: Path, *, batch: tuple[int, int, int]
         engine_path=out_path, sidecar_path=sidecar_path(out_path), layers_path=layers_path(out_path),
         onnx_path=onnx_path, onnx_sha256=onnx_sha, precision=precision, tensorrt_version=trt.__version__,
         gpu_name=gpu_name, compute_capability=capability, profile=profile, tam_op=tam_op, tam_nodes=tam_nodes,
-        plugin_layers=len(plugin_layers), engine_bytes=len(plan), num_layers=num_layers,
-        build_seconds=build_seconds, workspace_gb=workspace_gb, opt_level=opt_level, timing_cache=timing_cache,
-        timing_cache_loaded=cache_loaded, warnings=warnings + logger.warnings[:20],
+        plugin_layers=len(plugin_layers), engine_bytes=plan_info["bytes"], engine_sha256=plan_info["sha256"],
+        num_layers=num_layers, build_seconds=build_seconds, workspace_gb=workspace_gb, opt_level=opt_level,
+        timing_cache=timing_cache, timing_cache_loaded=cache_loaded, warnings=warnings + logger.warnings[:20],
     )
     try:
         layers: Any = json.loads(layer_info)
@@ -438,6 +444,8 @@ def build_engine(onnx_path: Path, out_path: Path, *, batch: tuple[int, int, int]
         layers = layer_info
     write_bytes_atomic(result.layers_path, json.dumps(
         {"engine": out_path.name, "tensorrt_version": trt.__version__, "layers": layers}, indent=2).encode())
+    # two renames, not one: the sidecar's record of the plan (size, sha256) lets the runner refuse the
+    # pair an interrupt between them leaves (check_plan)
     write_bytes_atomic(out_path, plan)
     sidecar = make_sidecar(result, outputs=outputs, meta=meta, plugin=support.to_dict() if support else None)
     write_bytes_atomic(result.sidecar_path, json.dumps(sidecar, indent=2).encode())
@@ -458,6 +466,7 @@ def make_sidecar(result: EngineBuildResult, *, outputs: Sequence[str], meta: Any
         "profiles": [result.profile.to_dict()],
         "outputs": list(outputs),
         "onnx": {"path": str(result.onnx_path), "sha256": result.onnx_sha256},
+        "engine": {"bytes": result.engine_bytes, "sha256": result.engine_sha256},
         "tam_op": result.tam_op,
         "tam_nodes": result.tam_nodes,
         "plugin": dict(plugin) if plugin else None,

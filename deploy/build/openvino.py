@@ -36,7 +36,7 @@ from tamdeploy.deploy.runners.openvino_ir import (
     weights_path,
 )
 from tamdeploy.errors import TamdeployError
-from tamdeploy.files import check_writable, sha256_file, write_bytes_atomic
+from tamdeploy.files import OutputError, check_writable, describe_write_error, sha256_file, write_bytes_atomic
 
 # graph precision -> the inference precision the IR is built for
 DEFAULT_INFERENCE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "int8": "fp32"}
@@ -96,10 +96,17 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
 
     import openvino as ov
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_xml.name}.", dir=directory))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_xml.name}.", dir=directory))
+    except OSError as e:
+        raise OutputError(describe_write_error(out_xml, e)) from e
     try:
         staged_xml = staging / out_xml.name
-        ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "fp16")
+        try:
+            ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "fp16")
+        except RuntimeError as e:  # OpenVINO reports a failed write (a full disk, say) as a RuntimeError
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OutputError(f"cannot write {out_xml}: OpenVINO could not save the IR ({first})") from e
         staged_bin = weights_path(staged_xml)
         sidecar = {
             "format": SIDECAR_FORMAT,
@@ -117,8 +124,11 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
             "metadata": meta.to_metadata_props() if meta is not None else None,
         }
         xml_bytes, bin_bytes = staged_xml.stat().st_size, staged_bin.stat().st_size
-        staged_bin.replace(weights_path(out_xml))
-        staged_xml.replace(out_xml)
+        try:
+            staged_bin.replace(weights_path(out_xml))
+            staged_xml.replace(out_xml)
+        except OSError as e:
+            raise OutputError(describe_write_error(out_xml, e)) from e
         write_bytes_atomic(sidecar_path(out_xml), json.dumps(sidecar, indent=2).encode())
     finally:
         shutil.rmtree(staging, ignore_errors=True)

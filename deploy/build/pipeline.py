@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from tamdeploy.console import warn
-from tamdeploy.deploy.build.calibration import DEFAULT_SAMPLES, load_calibration
+from tamdeploy.deploy.build.calibration import load_calibration
 from tamdeploy.deploy.build.fp16 import convert_fp16
 from tamdeploy.deploy.build.graph import PrecisionError, load_onnx, require_fp32
 from tamdeploy.deploy.build.int8 import LayerError, build_int8
@@ -52,7 +52,7 @@ class BuildOptions:
     target: str = "onnxruntime"
     output: Path | None = None
     calib: str | Path | None = None  # a path or "random"
-    calib_samples: int = DEFAULT_SAMPLES
+    calib_samples: int | None = None  # None: up to DEFAULT_SAMPLES, as many as the data has
     calib_method: str = "minmax"
     sensitivity: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)

@@ -30,6 +30,7 @@ from tamdeploy.deploy.check.bisect import BisectReport
 from tamdeploy.deploy.inputs.clips import ClipSpec, DataSummary, iter_clips, random_clips
 from tamdeploy.deploy.runners import OnnxRuntimeRunner, Runner, TorchRunner, open_runner
 from tamdeploy.errors import DataError, TamdeployError
+from tamdeploy.files import sha256_file
 from tamdeploy.models.config import ModelConfig
 
 DEFAULT_BATCH = 8
@@ -290,6 +291,15 @@ def _run_both(candidate: Runner, reference: Runner, pairs: dict[str, str],
 # --- verify ----------------------------------------------------------------------------------------
 
 
+def _refuse_self_comparison(artifact: Path, checkpoint: Path) -> None:
+    """The same file on both sides would compare PyTorch with itself and always pass."""
+    same = artifact.resolve() == checkpoint.resolve() or (
+        artifact.stat().st_size == checkpoint.stat().st_size and sha256_file(artifact) == sha256_file(checkpoint))
+    if same:
+        raise TamdeployError(f"{artifact} and {checkpoint} are the same file (same sha256): verify would compare the "
+                             f"PyTorch model with itself; pass the deployed model (.onnx, .xml, .plan) as the artifact")
+
+
 def verify(artifact: str | os.PathLike, checkpoint: str | os.PathLike, *, data: str | os.PathLike | None = None,
            samples: int | None = None, batch: int = DEFAULT_BATCH, backend: str | None = None,
            bisect: bool = False, trust_checkpoint: bool = False, seed: int = DEFAULT_SEED,
@@ -315,6 +325,7 @@ def verify(artifact: str | os.PathLike, checkpoint: str | os.PathLike, *, data: 
     if threads is not None and threads < 1:
         raise TamdeployError(f"`threads` must be at least 1, got {threads}")
     data = Path(data) if data is not None else None
+    _refuse_self_comparison(artifact, checkpoint)
 
     candidate = open_runner(artifact, backend, threads=threads, **dict(runner_options or {}))
     # the two runners take turns: the artifact's threads must not spin (and take the CPU) while PyTorch runs
@@ -329,7 +340,7 @@ def verify(artifact: str | os.PathLike, checkpoint: str | os.PathLike, *, data: 
         meta = getattr(candidate, "metadata", None)
         exported_from = meta.checkpoint_sha256 if meta is not None else None
         ref = _load_reference(checkpoint, candidate, artifact, trust_checkpoint)
-        warnings = list(ref.warnings)
+        warnings = list(ref.warnings) + list(getattr(candidate, "notes", []))
         notes = []
         if precision_source == "default":
             notes.append(f"{artifact.name} does not declare its precision: judged as fp32")

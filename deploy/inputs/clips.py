@@ -282,12 +282,13 @@ def _iterate(path: Path, sources: list[_Source], spec: ClipSpec, limit: int | No
                         f"(first: {first.source}: {first.reason})")
 
 
-def load_batch(path: str | Path, spec: ClipSpec, samples: int | None = None, progress: bool = True) -> Batch:
+def load_batch(path: str | Path, spec: ClipSpec, samples: int | None = None, progress: bool = True,
+               warn_short: bool = True) -> Batch:
     """The first ``samples`` clips of PATH (all of them for None) stacked into one array. Fewer
-    clips than asked for is a warning, not an error: the batch holds what there is."""
+    clips than asked for is a warning (``warn_short``), not an error: the batch holds what there is."""
     summary = DataSummary()
     clips = list(iter_clips(path, spec, limit=samples, progress=progress, summary=summary))
-    if samples is not None and len(clips) < samples:
+    if warn_short and samples is not None and len(clips) < samples:
         warn(f"{path} gave {len(clips)} sample(s), fewer than the {samples} asked for; using {len(clips)}")
     return Batch(np.stack([c.array for c in clips]), [c.source for c in clips], summary)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tamdeploy.files import make_output_dir
+
 # container suffix -> (encoder, pixel format); yuv420p needs even width and height
 VIDEO_CODECS = {
     ".mp4": ("libx264", "yuv420p"),
@@ -64,8 +66,7 @@ def write_motion_clips(directory: str | Path, count: int, frames: int = 16, size
                        suffix: str = ".mp4") -> list[tuple[Path, int]]:
     """``count`` clips cycling through ``DIRECTIONS`` as ``<index>_<direction><suffix>``;
     returns [(path, label index)]."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_output_dir(directory)
     rng = np.random.default_rng(seed)
     written = []
     for i in range(count):

@@ -12,8 +12,8 @@ from tamdeploy.deploy.runners.openvino_runner import IR_SUFFIXES, OpenVINORunner
 from tamdeploy.deploy.runners.tensorrt_runner import TensorRTRunner
 from tamdeploy.deploy.runners.torch_runner import TorchRunner
 from tamdeploy.errors import TamdeployError
+from tamdeploy.models.checkpoints import CHECKPOINT_SUFFIXES, is_checkpoint_file
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine")
 BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt")
@@ -33,21 +33,22 @@ _OPTIONS = {
 def backend_for(artifact: str | os.PathLike) -> str:
     """The backend that runs ``artifact``, from its suffix."""
     suffix = Path(artifact).suffix.lower()
-    if suffix in CHECKPOINT_SUFFIXES:
-        return "pytorch"
     if suffix in ONNX_SUFFIXES:
         return "onnxruntime"
     if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
     if suffix in IR_SUFFIXES:
         return "openvino"
+    if is_checkpoint_file(artifact):
+        return "pytorch"
     known = ", ".join(CHECKPOINT_SUFFIXES + ONNX_SUFFIXES + IR_SUFFIXES + ENGINE_SUFFIXES)
     raise TamdeployError(f"cannot tell how to run {artifact}: unknown suffix {suffix or '(none)'!r}; "
                          f"expected one of {known}")
 
 
 def open_runner(artifact: str | os.PathLike, backend: str | None = None, **opts: Any) -> Runner:
-    """An inactive runner for ``artifact``: ``.pt/.pth/.ckpt`` -> PyTorch (``load_checkpoint``),
+    """An inactive runner for ``artifact``: a checkpoint (``.pt/.pth/.ckpt/.pth.tar``, or any name whose
+    content is one: ``is_checkpoint_file``) -> PyTorch (``load_checkpoint``),
     ``.onnx`` -> ONNX Runtime (or OpenVINO with ``backend="openvino"``), ``.xml`` -> OpenVINO (an IR),
     ``.plan/.engine`` -> TensorRT.
 

@@ -11,11 +11,11 @@ Importing this module needs no OpenVINO.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tamdeploy.deploy.runners.sidecar import read_sidecar_file, sidecar_path
 from tamdeploy.errors import BackendUnavailableError, TamdeployError
 from tamdeploy.files import sha256_file
 
@@ -67,23 +67,9 @@ def weights_path(xml: str | Path) -> Path:
     return Path(xml).with_suffix(".bin")
 
 
-def sidecar_path(xml: str | Path) -> Path:
-    xml = Path(xml)
-    return xml.with_name(xml.name + ".json")
-
-
 def read_sidecar(xml: str | Path) -> dict | None:
-    """The IR's sidecar, or None when there is none (an IR not written by tamdeploy)."""
-    path = sidecar_path(xml)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise IRMismatchError(f"{path} is damaged ({e}); rebuild the IR with 'tamdeploy build'") from e
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise IRMismatchError(f"{path} is not a tamdeploy OpenVINO sidecar; rebuild the IR with 'tamdeploy build'")
-    return data
+    """The IR's sidecar, or None when there is none (one tamdeploy did not build)."""
+    return read_sidecar_file(xml, SIDECAR_FORMAT, "OpenVINO IR", IRMismatchError)
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -1,18 +1,21 @@
 """TensorRT engines (``.plan``): run one like any other backend, for ``verify`` and ``bench``.
 
 - Activation imports TensorRT (lazily: importing tamdeploy never needs it), needs a CUDA GPU, reads
-  the engine's sidecar (``trt``) and refuses an engine built for another
-  TensorRT version or GPU with a one-line ``EngineMismatchError``. An engine without a sidecar
-  (built by trtexec, say) is loaded as it is. The TAMAggregate plugin is registered first when the
-  engine runs it through Python (``plugin-jit``) or nothing says it does not.
+  the engine's sidecar (``trt``) and refuses, with a one-line ``EngineMismatchError``, an engine built
+  for another TensorRT version or GPU, or a plan that is not the one the sidecar describes (size and
+  sha256: a build interrupted between writing the two leaves a new plan beside the old sidecar). An
+  engine without a sidecar (built by trtexec, say) is loaded as it is. The TAMAggregate plugin is
+  registered first when the engine runs it through Python (``plugin-jit``) or nothing says it does not.
 - Buffers are torch CUDA tensors (no pycuda): the input shapes come from the feed, checked against
   the engine's optimization profile; outputs are allocated for each input shape once and reused.
 - The runner has its own CUDA stream. ``last_gpu_ms`` is the GPU time of the last inference's
   enqueue, between CUDA events recorded on that stream around ``execute_async_v3`` (or the graph
   launch): trtexec's "GPU Compute Time", without the host-device copies that ``infer`` also does.
 - ``cuda_graph=True`` captures the enqueue of each input shape into a CUDA graph after its first
-  (plain) run and replays it afterwards; an engine whose enqueue cannot be captured (a Python JIT
-  plugin, say) keeps plain enqueues, and ``notes`` says so.
+  (plain) run and replays it afterwards; ``graph_captures`` and ``graph_replays`` count what
+  happened, so a caller (and a test) can tell a replayed run from a plain one. An engine whose
+  enqueue cannot be captured (a Python JIT plugin, say) keeps plain enqueues, and ``notes`` says so
+  with the error's type and message.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from tamdeploy.deploy.runners.base import Runner, TensorSpec
 from tamdeploy.deploy.runners.trt import (
+    check_plan,
     check_sidecar,
     gpu_identity,
     import_tensorrt_with_cuda,
@@ -64,6 +68,8 @@ class TensorRTRunner(Runner):
         self.sidecar: dict | None = None
         self.last_gpu_ms: float | None = None
         self.notes: list[str] = []
+        self.graph_captures = 0
+        self.graph_replays = 0
         self._trt: Any = None
         self._runtime: Any = None
         self._engine: Any = None
@@ -86,15 +92,17 @@ class TensorRTRunner(Runner):
         device = torch.device("cuda", torch.cuda.current_device() if self.device_index is None else self.device_index)
         sidecar = read_sidecar(self.engine_path)
         gpu_name, capability = gpu_identity(device.index)
+        plan = self.engine_path.read_bytes()  # read once: the bytes checked are the bytes loaded
         if sidecar is not None:
             check_sidecar(sidecar, self.engine_path, tensorrt_version=trt.__version__, gpu_name=gpu_name,
                           compute_capability=capability)
+            check_plan(sidecar, self.engine_path, plan)
         if sidecar is None or sidecar.get("tam_op") == "plugin-jit":
             self._register_plugin()
         logger = make_logger(trt)
         with torch.cuda.device(device):
             runtime = trt.Runtime(logger)
-            engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            engine = runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 detail = "; ".join(logger.errors) or "not a TensorRT engine, or a damaged one"
                 raise TamdeployError(f"TensorRT {trt.__version__} cannot load {self.engine_path.name}: {detail}")
@@ -205,6 +213,7 @@ class TensorRTRunner(Runner):
             start.record(self._stream)
             if bound.graph is not None:
                 bound.graph.replay()
+                self.graph_replays += 1
             elif not self._context.execute_async_v3(self._stream.cuda_stream):
                 raise TamdeployError(f"TensorRT failed to run {self.engine_path.name} (execute_async_v3 returned "
                                      f"False)")
@@ -224,12 +233,18 @@ class TensorRTRunner(Runner):
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
-                self._context.execute_async_v3(self._stream.cuda_stream)
+                enqueued = self._context.execute_async_v3(self._stream.cuda_stream)
         except Exception as e:  # capture fails inside CUDA or TensorRT with their own errors
-            self.cuda_graph = False
-            self.notes.append(f"CUDA graph capture failed, running plain enqueues: {str(e).splitlines()[0]}")
-            return None
+            return self._no_graph(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+        if not enqueued:  # a graph without the enqueue would replay nothing and return stale outputs
+            return self._no_graph("execute_async_v3 returned False while capturing")
+        self.graph_captures += 1
         return graph
+
+    def _no_graph(self, why: str) -> None:
+        """Give up CUDA graphs for this runner, saying why in ``notes``."""
+        self.cuda_graph = False
+        self.notes.append(f"CUDA graph capture failed ({why}); running plain enqueues")
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:

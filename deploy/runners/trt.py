@@ -1,23 +1,29 @@
 """TensorRT plumbing that the engine builder (``deploy.build.engine``) and the runner
 (``tensorrt_runner``) share: importing TensorRT with the install hint, the no-CUDA hint, the GPU's
 identity, a quiet logger, and the engine's JSON sidecar (where it lives, reading it, refusing an
-engine built for another TensorRT version or GPU).
+engine built for another TensorRT version or GPU, or a plan that is not the one the sidecar describes).
+
+The plan and its sidecar are two files, each replaced atomically but not together: a build
+interrupted between the two renames leaves a new plan beside the old sidecar (another TAM mode,
+precision or profile). So the sidecar records the plan's size and sha256, and ``check_plan``
+refuses a plan that does not match them.
 
 Importing this module needs neither TensorRT nor CUDA: both are imported inside the functions.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tamdeploy.deploy.runners.sidecar import read_sidecar_file, sidecar_path
 from tamdeploy.errors import BackendUnavailableError, TamdeployError
 
 SIDECAR_FORMAT = "tamdeploy-tensorrt-engine"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: the plan's size and sha256 (``engine``)
 
 
 def tensorrt_missing(instead: str) -> str:
@@ -85,27 +91,13 @@ def make_logger(trt: Any, echo_errors: bool = False) -> Any:
 
 
 class EngineMismatchError(TamdeployError):
-    """An engine built for another TensorRT version or GPU, or whose sidecar is damaged."""
-
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
+    """An engine built for another TensorRT version or GPU, whose sidecar is damaged, or that is not
+    the plan its sidecar describes."""
 
 
 def read_sidecar(engine_path: str | Path) -> dict | None:
-    """The engine's sidecar, or None when there is none (an engine not built by tamdeploy)."""
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise EngineMismatchError(f"{path} is damaged ({e}); rebuild the engine with 'tamdeploy build'") from e
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise EngineMismatchError(f"{path} is not a tamdeploy engine sidecar; rebuild the engine with "
-                                  f"'tamdeploy build'")
-    return data
+    """The engine's sidecar, or None when there is none (one tamdeploy did not build)."""
+    return read_sidecar_file(engine_path, SIDECAR_FORMAT, "engine", EngineMismatchError)
 
 
 def gpu_label(name: str | None, capability: str | None) -> str:
@@ -135,3 +127,26 @@ def check_sidecar(sidecar: Mapping[str, Any], engine_path: str | Path, *, tensor
         raise EngineMismatchError(
             f"{engine_path.name} was built for {' on '.join(built)}; this machine has {' on '.join(here)}: "
             f"engines run only where they were built, rebuild it here with 'tamdeploy build {source}'")
+
+
+def plan_record(plan: bytes) -> dict:
+    """What the sidecar records of the plan it describes (``engine``): its size and sha256."""
+    return {"bytes": len(plan), "sha256": hashlib.sha256(plan).hexdigest()}
+
+
+def check_plan(sidecar: Mapping[str, Any], engine_path: str | Path, plan: bytes) -> None:
+    """Raise ``EngineMismatchError`` unless ``plan`` (the bytes read from ``engine_path``) is the plan
+    the sidecar was written for: a plan and sidecar of two builds describe different engines, and
+    the runner would trust the sidecar's TAM mode, precision and profile for the wrong one."""
+    engine_path = Path(engine_path)
+    recorded = sidecar.get("engine")
+    source = (sidecar.get("onnx") or {}).get("path") or "the .onnx model"
+    if not isinstance(recorded, Mapping) or not {"bytes", "sha256"} <= recorded.keys():
+        raise EngineMismatchError(f"{sidecar_path(engine_path).name} does not record the engine's sha256 (written by "
+                                  f"an older tamdeploy): rebuild with 'tamdeploy build {source}'")
+    actual = plan_record(plan)
+    if (recorded["bytes"], recorded["sha256"]) != (actual["bytes"], actual["sha256"]):
+        raise EngineMismatchError(
+            f"{engine_path.name} ({len(plan)} bytes) is not the engine its sidecar describes ({recorded['bytes']} "
+            f"bytes, another sha256): the engine and its sidecar were not written together (an interrupted "
+            f"build?): rebuild with 'tamdeploy build {source}'")

@@ -26,6 +26,7 @@ app = typer.Typer(
     help="Deploy SE / ACTION-Net / TANet (TAM) networks: PyTorch checkpoint -> ONNX -> TensorRT, "
     "with numerical parity checked and latency measured.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # docstrings reflow to the terminal's width instead of keeping their breaks
     pretty_exceptions_enable=False,
     add_completion=False,
 )

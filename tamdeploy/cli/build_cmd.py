@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from tamdeploy.cli.options import JsonOption, user_errors
-from tamdeploy.console import info, key_value_table, out, print_json
+from tamdeploy.console import key_value_table, out, print_json
 from tamdeploy.errors import TamdeployError
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ def build(
     calib: Annotated[str | None, typer.Option(
         help="Calibration data for --int8: videos, frame folders, images or .npy arrays (a file or a "
              "directory); 'random' for random pixels (only to try the pipeline).")] = None,
-    calib_samples: Annotated[int, typer.Option(help="Clips to calibrate on.")] = 64,
+    calib_samples: Annotated[int | None, typer.Option(
+        help="Clips to calibrate on (default: up to 64, as many as --calib holds).")] = None,
     calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile (99.999%).")] = "minmax",
     sensitivity: Annotated[bool, typer.Option(
         "--sensitivity", help="Measure each layer quantized alone, print the errors, and keep the outliers "
@@ -104,8 +105,6 @@ def build(
         print_json(report.to_dict())
         return
     calibration = report.calibration
-    if calibration and calibration["skipped"]:
-        info(f"calibration skipped {len(calibration['skipped'])} file(s) that could not be decoded")
     rows = [("input", report.input), ("precision", report.precision), ("target", report.target),
             ("graph", report.onnx_output),
             ("size", f"{report.size_bytes / 1e6:.2f} MB ({report.size_bytes / report.input_size_bytes:.2f} x FP32)")]

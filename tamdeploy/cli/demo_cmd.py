@@ -22,7 +22,9 @@ def demo(
     ONNX, verify it against PyTorch on synthetic mp4 clips, and benchmark PyTorch vs ONNX Runtime.
     CPU only, no downloads, about a minute on 2 cores."""
     from tamdeploy.deploy.demo import run_demo
+    from tamdeploy.files import make_output_dir
 
+    make_output_dir(directory)  # a folder that cannot be made is the one line, before any other output
     if not json_output:
         info(f"tamdeploy demo: writing to {directory}/")
     report = run_demo(directory, seconds=seconds, progress=not json_output)

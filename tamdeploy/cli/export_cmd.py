@@ -9,7 +9,7 @@ import typer
 
 from tamdeploy.cli.options import JsonOption, TrustOption, user_errors
 from tamdeploy.cli.tables import parity_table
-from tamdeploy.console import err, key_value_table, out, print_json, status, warn
+from tamdeploy.console import err, key_value_table, out, print_json, stages, warn
 
 
 @user_errors
@@ -43,10 +43,11 @@ def export(
     from tamdeploy.exporters.pipeline import export_checkpoint
 
     options = ExportOptions(opset=opset, tam_op=tam_op)
-    with status("exporting: loading, tracing, simplifying, checking parity...", enabled=not json_output):
+    with stages(enabled=not json_output) as stage:
         run = export_checkpoint(checkpoint, output, arch=arch, num_segments=num_segments,
                                 num_classes=num_classes, input_size=input_size, options=options,
-                                model_spec=model, trust_checkpoint=trust_checkpoint, verify=not no_verify)
+                                model_spec=model, trust_checkpoint=trust_checkpoint, verify=not no_verify,
+                                stage=stage)
     res = run.export
     report = {
         "output": str(res.path), "checkpoint": str(checkpoint), "layout": run.layout, "arch": res.config.arch,
@@ -72,5 +73,7 @@ def export(
             comparisons = {f"batch {b}": c for b, c in run.parity.per_batch.items()}
             out.print(parity_table("parity vs PyTorch (ONNX Runtime CPU)", comparisons, run.parity.passed))
     if run.parity and not run.parity.passed:
-        err.print("[red]parity FAILED[/red]: the ONNX model does not compute what the PyTorch model computes")
+        err.print(f"[red]parity FAILED[/red]: the ONNX model does not compute what the PyTorch model computes; it "
+                  f"was kept as {res.path} for inspection, and {output or checkpoint.with_suffix('.onnx')} was not "
+                  f"written")
         raise typer.Exit(1)

@@ -48,6 +48,8 @@ def inspect(
         "parameters": sum(p.numel() for p in loaded.model.parameters()),
         "input_shape": ["N", *cfg.input_shape],
         "input_size": cfg.input_size,
+        # only tamdeploy's own checkpoints record it; for the others it is the architecture's default
+        "input_size_source": "checkpoint" if loaded.layout == "tamdeploy" else "default",
         "sha256": loaded.sha256,
         "warnings": list(loaded.warnings),
     }
@@ -56,8 +58,11 @@ def inspect(
         return
     for w in loaded.warnings:
         warn(w)
-    rows = [(k, v) for k, v in report.items() if k != "warnings"]
+    rows = [(k, v) for k, v in report.items() if k not in ("warnings", "input_size_source")]
     rows[rows.index(("parameters", report["parameters"]))] = ("parameters", f"{report['parameters']:,}")
+    if report["input_size_source"] == "default":
+        rows[rows.index(("input_size", cfg.input_size))] = (
+            "input_size", f"{cfg.input_size} (default: the weights do not record it; export takes --input-size)")
     out.print(key_value_table(f"{checkpoint.name}", rows))
 
 

@@ -15,14 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
-from tamdeploy.console import error, set_message_rewrite
+from tamdeploy.console import error, print_json, set_message_rewrite
 from tamdeploy.errors import TamdeployError
+from tamdeploy.files import written_outputs
 
 # set by the app's callback from ``--debug``
 state = {"debug": False}
 
 # Library parameters whose flag is not the parameter's name with dashes.
-FLAGS = {"model_spec": "--model", "precision=int8": "--int8", "precision=fp16": "--fp16"}
+FLAGS = {"model_spec": "--model", "precision=int8": "--int8", "precision=fp16": "--fp16", "precision=bf16": "--bf16"}
 _PARAMETER = re.compile(r"`([a-z0-9_]+)(?:=([^`]*))?`")
 
 
@@ -67,17 +68,46 @@ def openvino_options(precision: str | None, performance: str | None, streams: in
     return {key: value for key, value in given.items() if value is not None}
 
 
+INTERNAL_ERROR_EXIT = 3  # 1 means "parity failed", 2 "a mistake the user can fix"
+INTERRUPTED_EXIT = 130  # the shell's code for SIGINT
+
+
+def _fail(message: str, exit_code: int, json_output: bool) -> typer.Exit:
+    """Print the one line (and, with --json, the same as JSON on stdout) and make the exit."""
+    error(message)
+    if json_output:
+        print_json({"error": spoken_as_flags(message), "exit_code": exit_code})
+    return typer.Exit(exit_code)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn TamdeployError into a one-line message and exit code 2."""
+    """The outcome of every command in one place: a ``TamdeployError`` is one line and its exit code (2);
+    Ctrl-C is one line saying what was written, exit 130; anything else is a bug: one line, exit 3, and
+    the traceback with ``--debug``. With ``--json`` the error is also printed as JSON on stdout, so a
+    script reading JSON gets JSON."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_output = bool(kwargs.get("json_output"))
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except TamdeployError as e:
             if state["debug"]:
                 raise
-            error(str(e))
-            raise typer.Exit(e.exit_code) from None
+            raise _fail(str(e), e.exit_code, json_output) from None
+        except KeyboardInterrupt:
+            if state["debug"]:
+                raise
+            written = written_outputs()
+            what = ("nothing written" if not written else
+                    "written before it: " + ", ".join(str(p) for p in written))
+            raise _fail(f"interrupted; {what}", INTERRUPTED_EXIT, json_output) from None
+        except Exception as e:
+            if state["debug"]:
+                raise
+            raise _fail(f"internal error: {type(e).__name__}: {e} (a bug in tamdeploy; run again with --debug "
+                        f"for the traceback)", INTERNAL_ERROR_EXIT, json_output) from None
 
     return wrapper

@@ -147,6 +147,14 @@ def test_missing_batchnorm_counters_and_half_weights_load_with_warnings(tmp_path
     loaded = load_checkpoint(tmp_path / "old.pth")
     assert any("num_batches_tracked" in w for w in loaded.warnings)
     assert any("float16" in w for w in loaded.warnings)
+    # the float32 network is the half-precision one, cast: same weights, same outputs
+    se.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    theirs = loaded.model.state_dict()
+    assert all(theirs[k].dtype == torch.float32 and torch.equal(theirs[k], v.float()) for k, v in sd.items()
+               if v.is_floating_point())
+    x = sample(se, batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), se.eval()(x), rtol=1e-5, atol=1e-6)
 
 
 # --- tamdeploy's own format ---------------------------------------------------------------------

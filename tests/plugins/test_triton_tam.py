@@ -11,6 +11,7 @@ the ``test_interpreted_*`` functions defined, and only they are selected there.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -55,6 +56,32 @@ def reference(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> tor
     return tam_aggregate_reference(x.float(), kernel.float(), local.float())
 
 
+def drifting_fp16_inputs(seed: int, n: int = 2, t: int = 16, k: int = 7, c: int = 8, h: int = 4, w: int = 4,
+                         device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FP16 inputs on which accumulating in FP16 drifts past the FP16 tolerance: X near 1000 (an fp16
+    ulp there is 0.5), the largest K and zero-sum taps (K terms of hundreds each, every partial sum
+    rounded), a long clip so that every output frame but the edges takes all K taps."""
+    gen = torch.Generator().manual_seed(seed)
+    x = 1000 + 8 * torch.randn(n * t, c, h, w, generator=gen)
+    taps = torch.randn(n, c, k, generator=gen)
+    local = torch.sigmoid(torch.randn(n, c, t, generator=gen))
+    return tuple(a.to(device=device, dtype=torch.float16) for a in (x, taps - taps.mean(-1, keepdim=True), local))
+
+
+def fp16_accumulating(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """The contract computed the wrong way, each product and partial sum rounded to fp16 (as a kernel
+    that accumulates in the input type does): what the fp16 tolerance must reject."""
+    n, c, k = kernel.shape
+    t, p = local.shape[-1], (k - 1) // 2
+    scaled = x.view(n, t, c, *x.shape[2:]) * local.permute(0, 2, 1)[..., None, None]
+    pad = scaled.new_zeros((n, p, c, *x.shape[2:]))
+    window = torch.cat([pad, scaled, pad], dim=1)
+    acc = window[:, :t] * kernel[:, None, :, 0, None, None]
+    for j in range(1, k):
+        acc = acc + window[:, j:j + t] * kernel[:, None, :, j, None, None]
+    return acc.reshape(x.shape)
+
+
 def assert_matches(y: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> None:
     assert y.dtype == x.dtype and y.shape == x.shape and y.is_contiguous()
     expected = reference(x, kernel, local)
@@ -65,6 +92,14 @@ def assert_matches(y: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor, local
 
 
 # --- pure logic: no Triton needed -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fp16_tolerance_rejects_fp16_accumulation(seed):
+    x, kernel, local = drifting_fp16_inputs(seed)
+    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
+        assert_matches(fp16_accumulating(x, kernel, local), x, kernel, local)
+    assert_matches(reference(x, kernel, local).half(), x, kernel, local)  # one rounding of the fp32 sum passes
 
 
 @pytest.mark.parametrize(("hw", "block", "flat"), [
@@ -197,10 +232,14 @@ def test_aot_removes_tritons_scratch_parameters(aot_kernels):
         assert f"{ck.name}_param_{len(KERNEL_PARAMS)}" not in ck.ptx
 
 
-@pytest.mark.parametrize(("dtype", "t", "k"), [("fp64", 8, 3), ("fp32", 8, 4), ("fp32", 0, 3),
-                                               ("fp32", 8, MAX_KERNEL_SIZE + 2)])
-def test_aot_rejects_what_the_kernel_does_not_do(dtype, t, k):
-    with pytest.raises(TritonKernelError):
+@pytest.mark.parametrize(("dtype", "t", "k", "message"), [
+    ("fp64", 8, 3, "the TensorRT plugin's kernel takes fp32 or fp16, got fp64"),
+    ("fp32", 8, 4, "the Triton TAM kernel takes an odd kernel size K <= 7, got K=4"),
+    ("fp32", 0, 3, "the number of segments T must be >= 1, got 0"),
+    ("fp32", 8, MAX_KERNEL_SIZE + 2, "the Triton TAM kernel takes an odd kernel size K <= 7, got K=9"),
+])
+def test_aot_rejects_what_the_kernel_does_not_do(dtype, t, k, message):
+    with pytest.raises(TritonKernelError, match=f"^{re.escape(message)}$"):
         compile_tam_kernel(dtype, t, k, capability=(9, 0), hw=49)
 
 
@@ -252,6 +291,11 @@ else:
         y = torch.empty_like(x)
         launch_tam_kernel(x, kernel, local, y, config)
         assert_matches(y, x, kernel, local)
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_interpreted_fp16_kernel_accumulates_in_fp32(seed):
+        x, kernel, local = drifting_fp16_inputs(seed)
+        assert_matches(triton_tam_aggregate(x, kernel, local), x, kernel, local)
 
     def test_interpreted_kernel_takes_non_contiguous_inputs_and_an_empty_batch():
         x, kernel, local = tam_inputs(2, 4, 3, 3, 5, 5)
@@ -306,11 +350,23 @@ def test_kernel_on_gpu_matches_the_reference(n, t, k, c, h, w, dtype):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
+def test_fp16_kernel_on_gpu_accumulates_in_fp32():
+    x, kernel, local = drifting_fp16_inputs(0, n=4, c=64, h=14, w=14, device="cuda")
+    assert_matches(torch.ops.tamdeploy.tam_aggregate(x, kernel, local), x, kernel, local)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
 def test_kernel_bandwidth_against_a_device_copy():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_triton_tam import kernel_bandwidth
 
     rows = kernel_bandwidth(repeats=20, dtypes=(torch.float16,))
-    assert rows and all(r["kernel_gbs"] > 0 and r["copy_gbs"] > 0 for r in rows)
+    assert rows
     for r in rows:
         print(f"{r['layer']} {r['dtype']}: {r['kernel_gbs']:.0f} GB/s = {r['percent_of_copy']:.0f}% of a copy")
+    # the kernel reads X once and writes Y once, as a copy does: measured on an H100 at 80-99.5% of a
+    # device copy (triton_tam.py); half of one leaves room for other GPUs, not for a kernel that
+    # rereads X per tap or serialises its loads
+    slow = {r["layer"]: round(r["percent_of_copy"]) for r in rows if r["kernel_gbs"] < 0.5 * r["copy_gbs"]}
+    assert not slow, f"% of a device copy's bandwidth, below 50: {slow}"

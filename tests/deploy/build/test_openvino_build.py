@@ -24,6 +24,17 @@ from tamdeploy.system import system_info
 
 ARCHS = ("tanet_r50", "action_r50", "se_resnet50", "tsn_r50")
 SIZE = 64
+# OpenVINO f32 against ONNX Runtime / PyTorch: TANet, TSN and SE-ResNet agree to ~2e-7 (FP32's 1e-5 holds).
+# ACTION-Net does not: relative L2 6e-4 on standard-normal inputs and 1.3e-2 on verify's random clips, the same
+# with TAM's ONNX function inlined instead of the conversion extension (so not from TAMAggregate); cutting the
+# graph inside layer 2-3 shows activations already ~2e-3 apart. The cause inside OpenVINO's CPU plugin is open
+# (issue 15's note), so these cases are expected failures that report it the day it is fixed (strict).
+OPEN_DEVIATION = pytest.mark.xfail(strict=True, reason="ACTION-Net on OpenVINO f32 deviates from PyTorch by up "
+                                                       "to 1.3% relative L2 (cause inside OpenVINO not found)")
+
+
+def fp32_cases(archs):
+    return [pytest.param(a, marks=OPEN_DEVIATION) if a == "action_r50" else a for a in archs]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +66,7 @@ def verify_json(artifact: Path, ckpt: Path, *extra: str) -> dict:
     return report
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", fp32_cases(ARCHS))
 def test_the_default_export_runs_on_openvino_as_it_is(exported, arch):
     """No re-export: TAMAggregate nodes are converted while OpenVINO reads the file; FP32 parity with ONNX
     Runtime at batch 1 and 3 (the batch stays dynamic)."""
@@ -90,7 +101,10 @@ def test_build_run_and_verify_every_precision(exported, tmp_path, arch, precisio
     assert verdict["precision"] == expected
     logits = verdict["outputs"]["logits"]
     if precision == "fp32":
-        assert verdict["passed"] and logits["rel_l2_error"] < 1e-5
+        if arch == "action_r50":  # the open deviation above: verify holds it to FP32's limit and says FAIL
+            assert not verdict["passed"] and logits["rel_l2_error"] < 5e-2
+        else:
+            assert verdict["passed"] and logits["rel_l2_error"] < 1e-5
     elif precision == "bf16":  # random weights leave near-ties, so top-1 is the trained tests' business
         assert logits["cosine_similarity"] >= 0.995
     else:  # random weights and random calibration: INT8 accuracy is the trained tests' business
@@ -225,3 +239,16 @@ def test_the_runner_without_openvino_says_how_to_install_it(monkeypatch, exporte
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(BackendUnavailableError, match=r'pip install "tamdeploy\[openvino\]"'):
         OpenVINORunner(exported["tsn_r50"][1]).activate()
+
+
+def test_bench_measures_one_file_on_two_runtimes_and_names_the_cpu(exported):
+    _, onnx_path = exported["tsn_r50"]
+    result = invoke("bench", onnx_path, f"{onnx_path}@openvino", "--batch", "1", "--iters", "2", "--warmup", "1",
+                    "--settle-ms", "0", "--ov-precision", "fp32", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert [(r["label"], r["backend"]) for r in report["runners"]] == [
+        ("tsn_r50.onnx", "onnxruntime-cpu"), ("tsn_r50.onnx@openvino", "openvino-cpu")]
+    assert "memory_growth_mb" in report["runners"][0] and report["warnings"] is not None
+    assert report["runners"][1]["precision"] == "fp32"
+    assert report["environment"]["cpu_isa"] and report["environment"]["openvino"]

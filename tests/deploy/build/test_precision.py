@@ -354,6 +354,21 @@ def test_fp16_block_nodes_stay_float32(trained):
     softmaxes = [n.name for n in source.graph.node if n.op_type == "Softmax"]
     result = convert_fp16(source, block_nodes=softmaxes)
     assert set(softmaxes) <= set(result.blocked_nodes) and result.casts_added > 2
+    # the types ONNX infers for the written graph, not the converter's own annotations (dropped first)
+    written = onnx.ModelProto()
+    written.CopyFrom(result.model)
+    del written.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(written, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    types.update({t.name: t.data_type for t in inferred.graph.initializer})
+    nodes = {n.name: n for n in inferred.graph.node}
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    for name in softmaxes:
+        tensors = [*nodes[name].input, *nodes[name].output]
+        assert [types.get(t) for t in tensors] == [float32] * len(tensors), (name, tensors)
+    convs = [n.output[0] for n in inferred.graph.node if n.op_type == "Conv"]
+    assert convs and all(types.get(t) == float16 for t in convs)  # the rest of the graph did become FP16
     run_onnx(result.model, np.zeros((1, T, 3, SIZE, SIZE), np.float32))
 
 

@@ -312,7 +312,7 @@ def test_open_runner_checkpoint_options(model: ResNet, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "backend", "opts", "message"), [
     ("model.tflite", None, {},
-     r"unknown suffix '\.tflite'; expected one of \.pt, \.pth, \.ckpt, \.onnx, \.xml, \.plan"),
+     r"unknown suffix '\.tflite'; expected one of \.pt, \.pth, \.ckpt, \.tar, \.onnx, \.xml, \.plan"),
     ("model", None, {}, r"unknown suffix '\(none\)'"),
     ("model.onnx", "tensorrt", {}, r"build a TensorRT engine from it first \(tamdeploy build model\.onnx\)"),
     ("model.onnx", "pytorch", {}, "runs on onnxruntime"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tamdeploy.deploy.build.engine import (
 )
 from tamdeploy.deploy.runners.trt import (
     EngineMismatchError,
+    check_plan,
     check_sidecar,
     read_sidecar,
     sidecar_path,
@@ -33,8 +35,8 @@ def fake_result(tmp_path: Path, **kw) -> EngineBuildResult:
         onnx_path=tmp_path / "model.onnx", onnx_sha256="ab" * 32, precision="fp16", tensorrt_version="10.13.0.35",
         gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
         profile=resolve_profile("video", ["N", 8, 3, 224, 224], None), tam_op="plugin-aot", tam_nodes=16,
-        plugin_layers=16, engine_bytes=123, num_layers=200, build_seconds=12.3456, workspace_gb=4.0, opt_level=3,
-        timing_cache=tmp_path / "timing.cache", timing_cache_loaded=False,
+        plugin_layers=16, engine_bytes=123, engine_sha256="cd" * 32, num_layers=200, build_seconds=12.3456,
+        workspace_gb=4.0, opt_level=3, timing_cache=tmp_path / "timing.cache", timing_cache_loaded=False,
     )
     fields.update(kw)
     return EngineBuildResult(**fields)
@@ -56,6 +58,7 @@ def test_build_result_and_sidecar_are_json(tmp_path):
     assert read["tensorrt_version"] == "10.13.0.35" and read["gpu"]["compute_capability"] == "9.0"
     assert read["onnx"]["sha256"] == "ab" * 32 and read["precision"] == "fp16" and read["outputs"] == ["logits"]
     assert BatchProfile.from_dict(read["profiles"][0]) == result.profile
+    assert read["engine"] == {"bytes": 123, "sha256": "cd" * 32}
 
 
 def test_missing_and_damaged_sidecars(tmp_path):
@@ -90,3 +93,17 @@ def test_check_sidecar_refuses_another_tensorrt_or_gpu_in_one_line(tmp_path, trt
     assert "\n" not in message
     assert f"model.plan was built for {built}; this machine has {here}" in message
     assert f"tamdeploy build {result.onnx_path}" in message
+
+
+def test_check_plan_accepts_the_plan_the_sidecar_describes_and_refuses_another(tmp_path):
+    plan = b"serialized engine"
+    result = fake_result(tmp_path, engine_bytes=len(plan), engine_sha256=hashlib.sha256(plan).hexdigest())
+    sidecar = make_sidecar(result, outputs=["logits"])
+    check_plan(sidecar, result.engine_path, plan)
+    for other in (plan + b"!", b"serialized engin!"):  # another size; the same size with other bytes
+        with pytest.raises(EngineMismatchError) as raised:
+            check_plan(sidecar, result.engine_path, other)
+        message = str(raised.value)
+        assert "\n" not in message and f"model.plan ({len(other)} bytes) is not the engine its sidecar" in message
+        assert f"not written together (an interrupted build?): rebuild with 'tamdeploy build {result.onnx_path}'" \
+            in message
