@@ -5,7 +5,7 @@
 - ``video``: mp4 files and frame folders written with PyAV;
 - ``motion``: the synthetic-motion dataset and the tiny models trained on it;
 - ``hardware``: what this machine has (TensorRT, CUDA) and the skip markers that follow;
-- ``fake_tensorrt``: a stand-in of the ``tensorrt`` module for the engine builder's orchestration.
+- ``user_networks/``: a user's own network file, for ``export --model file.py:factory``.
 """
 
 from pathlib import Path
