@@ -74,6 +74,7 @@ class OpenVINORunner(Runner):
         self._config: dict[str, str] = {}
         self._compiled: Any = None
         self._static: dict[tuple[int, ...], tuple[Any, Any]] = {}  # input shape -> (compiled, request)
+        self._parallel: list[Any] = []  # throughput mode: one request per stream, on the dynamic model
         self._requests = 1
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -167,23 +168,25 @@ class OpenVINORunner(Runner):
         return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self._outputs)}
 
     def _infer_parallel(self, feed: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-        """The batch split into one chunk per parallel request (OpenVINO's streams), then gathered."""
-        from openvino import AsyncInferQueue
+        """The batch split into one chunk per parallel request (OpenVINO's streams), then gathered.
 
+        Plain requests started and waited for, with no Python callback: an ``AsyncInferQueue`` whose
+        callback needs the GIL deadlocked once when the compiled model was freed after it (in CI)."""
+        if not self._parallel:
+            self._parallel = [self._compiled.create_infer_request() for _ in range(self._requests)]
         chunks = np.array_split(np.arange(batch), min(self._requests, batch))
-        results: dict[int, list[np.ndarray]] = {}
-        queue = AsyncInferQueue(self._compiled, len(chunks))
-
-        def done(request: Any, index: int) -> None:
-            results[index] = [request.get_output_tensor(i).data.copy() for i in range(len(self._outputs))]
-
-        queue.set_callback(done)
-        for index, rows in enumerate(chunks):
-            queue.start_async({name: array[rows[0]:rows[-1] + 1] for name, array in feed.items()}, index)
-        queue.wait_all()
-        return {name: np.concatenate([results[i][k] for i in range(len(chunks))])
+        running = list(zip(self._parallel[:len(chunks)], chunks, strict=True))
+        for request, rows in running:
+            request.start_async({name: array[rows[0]:rows[-1] + 1] for name, array in feed.items()},
+                                share_inputs=False)
+        for request, _ in running:
+            request.wait()
+        return {name: np.concatenate([request.get_output_tensor(k).data.copy() for request, _ in running])
                 for k, name in enumerate(self._outputs)}
 
     def deactivate_impl(self) -> None:
+        for request in self._parallel:
+            request.wait()
+        self._parallel.clear()
         self._static.clear()
         self._compiled = self._model = self._core = None
