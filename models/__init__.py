@@ -5,27 +5,22 @@ metadata and engine sidecars); ``modules`` the blocks; ``resnet`` the backbones;
 networks (``create_model``); ``layouts``, ``safe_load`` and ``checkpoints`` read other projects' files.
 """
 
-from tamdeploy.models.checkpoints import (
-    CHECKPOINT_SUFFIXES,
-    LoadedCheckpoint,
-    is_checkpoint_file,
-    load_checkpoint,
-    save_checkpoint,
-)
-from tamdeploy.models.config import ModelConfig
-from tamdeploy.models.modules import TAM, Action, SELayer
-from tamdeploy.models.registry import (
-    build_model,
-    create_model,
-    default_config,
-    list_models,
-    randomize_batchnorm_,
-    register_model,
-)
-from tamdeploy.models.resnet import ResNet
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "TAM", "Action", "SELayer", "ModelConfig", "ResNet",
-    "build_model", "create_model", "randomize_batchnorm_", "default_config", "list_models", "register_model",
-    "CHECKPOINT_SUFFIXES", "LoadedCheckpoint", "is_checkpoint_file", "load_checkpoint", "save_checkpoint",
-]
+# name -> module, imported on first use: ``config`` (and what reads only configs: clip specs, ONNX
+# metadata, decode workers, the serving path) must not pay for torch
+_PUBLIC = {
+    "TAM": "modules", "Action": "modules", "SELayer": "modules", "ModelConfig": "config", "ResNet": "resnet",
+    "build_model": "registry", "create_model": "registry", "randomize_batchnorm_": "registry",
+    "default_config": "registry", "list_models": "registry", "register_model": "registry",
+    "CHECKPOINT_SUFFIXES": "checkpoint_files", "is_checkpoint_file": "checkpoint_files",
+    "LoadedCheckpoint": "checkpoints", "load_checkpoint": "checkpoints", "save_checkpoint": "checkpoints",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tamdeploy.models' has no attribute {name!r}")
+    return getattr(import_module(f"tamdeploy.models.{_PUBLIC[name]}"), name)

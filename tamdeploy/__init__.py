@@ -10,4 +10,6 @@ tolerance table), ``onnx_model`` (ONNX models the oldest supported runtime loads
 
 __version__ = "0.1.0"
 
-from tamdeploy import plugins as _plugins  # noqa: F401,E402  (registers torch.ops.tamdeploy.tam_aggregate)
+# Nothing is imported here: decode workers, the Triton models and the serving client import parts of
+# tamdeploy on machines or in processes without PyTorch. ``torch.ops.tamdeploy.tam_aggregate`` is
+# registered by ``import tamdeploy.plugins`` (the exporter's rewrites import it themselves).

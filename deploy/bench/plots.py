@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from tamdeploy.deploy.bench.report import BenchReport
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib Figure (no pyplot state), or the install hint."""
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -24,7 +25,7 @@ def _figure(width: float, height: float):
 def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
     """Two panels: box plots of the latency samples per batch and runner (log scale), and throughput
     (clips/s) against batch size. Written to a temp file beside ``path``, then renamed over it."""
-    fig = _figure(13, 5)
+    fig = new_figure(13, 5)
     latency, scaling = fig.subplots(1, 2, width_ratios=(3, 2))
     colors = [f"C{i % 10}" for i in range(len(report.runners))]
     width = 0.8 / len(report.runners)

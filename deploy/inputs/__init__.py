@@ -14,10 +14,17 @@ from tamdeploy.deploy.inputs.clips import (
     iter_clips,
     load_batch,
     random_clips,
+    read_views,
 )
-from tamdeploy.deploy.inputs.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameTransform, UndecodableError
+from tamdeploy.deploy.inputs.video import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FrameTransform,
+    UndecodableError,
+    Views,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "Batch", "Clip", "ClipSpec", "DataSummary", "FrameTransform",
-    "SkippedFile", "UndecodableError", "iter_clips", "load_batch", "random_clips",
+    "SkippedFile", "UndecodableError", "Views", "iter_clips", "load_batch", "random_clips", "read_views",
 ]

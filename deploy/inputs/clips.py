@@ -30,10 +30,13 @@ from tamdeploy.deploy.inputs.video import (
     VIDEO_EXTENSIONS,
     FrameTransform,
     UndecodableError,
+    Views,
     natural_key,
     read_frame_folder,
+    read_frame_folder_views,
     read_image,
     read_video,
+    read_video_views,
 )
 from tamdeploy.errors import DataError
 from tamdeploy.models.config import sample_shape
@@ -232,6 +235,40 @@ def _decoded_clip(source: _Source, spec: ClipSpec) -> Clip:
     if not spec.is_video and frames.ndim == 4:
         frames = frames[0]
     return Clip(str(source.path), spec.normalise(frames))
+
+
+def frame_images(directory: Path) -> list[Path]:
+    """A frame folder's images in frame order. mmaction2's rawframes folders hold RGB frames
+    ``img_00001.jpg`` beside optical flow ``x_00001.jpg`` / ``y_00001.jpg``: where ``img_`` frames
+    exist, only they are the clip."""
+    images = [e for e in _entries(directory) if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()]
+    rgb = [e for e in images if e.name.startswith("img_")]
+    return rgb or images
+
+
+def read_views(path: str | Path, spec: ClipSpec, views: Views | None = None) -> np.ndarray:
+    """Every test view of one video, frame folder or image (for an image model) as model input:
+    float32 ``[views.count, *spec.sample_shape]``, ordered as ``Views`` says. Raises
+    ``UndecodableError`` for a file that cannot be used (missing, damaged, no frames)."""
+    path, views = Path(path), views or Views()
+    transform = FrameTransform(spec.input_size, spec.scale_size if spec.resize else None, views.crops)
+    segments = spec.num_segments or 1
+    if path.is_dir():
+        images = frame_images(path)
+        if not images:
+            raise UndecodableError(f"the frame folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        frames = read_frame_folder_views(images, segments, transform, views.clips)
+    elif not path.exists():
+        raise UndecodableError("it does not exist")
+    elif path.suffix.lower() in IMAGE_EXTENSIONS:
+        frames = np.repeat(read_frame_folder_views([path], 1, transform, 1), views.clips, axis=0)
+        if spec.is_video:
+            frames = np.repeat(frames, segments, axis=1)  # a still image as a clip of T equal frames
+    else:
+        frames = read_video_views(path, segments, transform, views.clips)
+    if not spec.is_video:
+        frames = frames[:, 0]
+    return spec.normalise(frames)
 
 
 def _clips_of(source: _Source, spec: ClipSpec) -> Iterator[Clip]:

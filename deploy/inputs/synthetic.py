@@ -23,8 +23,10 @@ _STEP = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str | None = None,
-                options: dict[str, str] | None = None) -> Path:
-    """Encode uint8 RGB ``frames`` [N, H, W, 3]; the codec defaults by suffix (``VIDEO_CODECS``)."""
+                options: dict[str, str] | None = None, gop: int | None = None, rotation: int = 0) -> Path:
+    """Encode uint8 RGB ``frames`` [N, H, W, 3]; the codec defaults by suffix (``VIDEO_CODECS``).
+    ``gop``: frames between keyframes (the encoder's default otherwise); ``rotation``: display rotation
+    metadata in degrees counter-clockwise, as a phone writes it (the frames are stored as given)."""
     import av
 
     path = Path(path)
@@ -33,6 +35,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec or default_codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if rotation:
+            stream.set_display_rotation(rotation)
         if options:
             stream.options = options
         for frame in frames:

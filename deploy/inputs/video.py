@@ -1,14 +1,24 @@
-"""Frames out of video files and images with PyAV: TSN's test-time frame choice, resize, centre crop.
+"""Frames out of video files and images with PyAV: TSN's test-time frame choice, resize, crops.
 
-Everything here returns uint8 RGB frames ``[K, S, S, 3]``; turning them into normalised model input
+Everything here returns uint8 RGB frames ``[..., S, S, 3]``; turning them into normalised model input
 is ``tamdeploy.deploy.inputs.clips``'s job. PyAV is imported on first use, so ``import tamdeploy`` and
-``.npy`` inputs work without it.
+``.npy`` inputs work without it; nothing here imports torch (decode workers and Triton's Python
+models run this module).
+
+A video is not decoded from its first frame to fetch T of them: the frame count and each frame's
+timestamp come from the container (an MP4's sample table; a demux pass, which reads packets but
+decodes nothing, where the container keeps no count), and decoding seeks to the keyframe before each
+wanted frame unless that frame is a few frames ahead of the decoder anyway. The frames are the
+same as a decode from the start (``tests/deploy/inputs/test_video_seek.py`` compares every index).
+Rotation metadata (phone videos) is applied, as players and FFmpeg's autorotate do.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +60,47 @@ def segment_indices(num_frames: int, num_segments: int) -> list[int]:
     return [(num_frames * (2 * i + 1)) // (2 * num_segments) for i in range(num_segments)]
 
 
+def clip_indices(num_frames: int, num_segments: int, clip: int, num_clips: int) -> list[int]:
+    """Clip ``clip`` of ``num_clips`` evenly spaced test-time clips: each of the T segments is cut into
+    ``num_clips`` equal parts and the clip takes the centre of its part, ``floor(n (2 K i + 2 k + 1) /
+    (2 K T))`` for segment i, clip k of K. One clip is ``segment_indices`` (TSN's centre frames)."""
+    if not 0 <= clip < num_clips:
+        raise ValueError(f"clip must be in [0, {num_clips}), got {clip}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    parts = 2 * num_clips * num_segments
+    return [(num_frames * (2 * num_clips * i + 2 * clip + 1)) // parts for i in range(num_segments)]
+
+
+@dataclass(frozen=True)
+class Views:
+    """Multi-view testing as TSN / TANet report it: ``clips`` temporal clips (``clip_indices``) times
+    ``crops`` spatial crops (1: the centre crop; 3: three crops along the longer side, ``FrameTransform``).
+    A video's views are ordered clip by clip, crops within a clip; their scores are averaged."""
+
+    clips: int = 1
+    crops: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clips < 1 or self.crops not in (1, 3):
+            raise DataError(f"views {self}: clips must be at least 1 and crops 1 or 3 (e.g. 1x1, 10x3)")
+
+    @classmethod
+    def parse(cls, text: str) -> Views:
+        """``"CLIPSxCROPS"``: ``"1x1"``, ``"3x3"``, ``"10x3"``."""
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+        if not match:
+            raise DataError(f"views {text!r} do not parse: give CLIPSxCROPS, e.g. 1x1, 3x3 or 10x3")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def count(self) -> int:
+        return self.clips * self.crops
+
+    def __str__(self) -> str:
+        return f"{self.clips}x{self.crops}"
+
+
 def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the shorter side scaled to ``short_side``, aspect ratio kept; the longer
     side is truncated like torchvision's ``Resize(int)``, which TSN's ``GroupScale`` uses."""
@@ -73,26 +124,55 @@ def _av() -> av_module:
     return av
 
 
-class FrameTransform:
-    """One decoded frame to a uint8 RGB ``[S, S, 3]`` array: optional bilinear resize of the shorter
-    side to ``scale_size`` (swscale, in the same call as the YUV -> RGB conversion), then centre crop."""
+def crop_origins(width: int, height: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """(left, top) of each ``size`` x ``size`` crop: the centre one, or three along the longer side
+    (left, centre, right; or top, centre, bottom), as mmaction2's ``ThreeCrop``."""
+    centre = crop_origin(width, height, size)
+    if crops == 1:
+        return [centre]
+    if width >= height:
+        return [(0, centre[1]), centre, (width - size, centre[1])]
+    return [(centre[0], 0), centre, (centre[0], height - size)]
 
-    def __init__(self, size: int, scale_size: int | None):
+
+class FrameTransform:
+    """One decoded frame to uint8 RGB crops ``[crops, S, S, 3]``: rotation metadata applied, then a
+    bilinear resize of the shorter side (swscale, in the same call as the YUV -> RGB conversion), then
+    the crops. One crop: resize to ``scale_size`` (TSN's 256 for 224) and take the centre. Three crops:
+    resize to S itself, so the three S x S crops cover the whole frame (mmaction2's 10x3 / 3x3 testing
+    resizes to the crop size: ``Resize(-1, 256)``, ``ThreeCrop(256)``). ``scale_size=None``: no resize."""
+
+    def __init__(self, size: int, scale_size: int | None, crops: int = 1):
+        if crops not in (1, 3):
+            raise DataError(f"crops must be 1 or 3, got {crops}")
         self.size = size
         self.scale_size = scale_size
+        self.crops = crops
 
     def __call__(self, frame: av_module.VideoFrame) -> np.ndarray:
-        if self.scale_size is None:
+        """The first (for one crop: the only) crop, ``[S, S, 3]``."""
+        return self.views(frame)[0]
+
+    def views(self, frame: av_module.VideoFrame) -> np.ndarray:
+        turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise quarter turns
+        stored_w, stored_h = frame.width, frame.height
+        shown_w, shown_h = (stored_h, stored_w) if turns % 2 else (stored_w, stored_h)
+        short_side = self.scale_size if self.crops == 1 else (self.size if self.scale_size is not None else None)
+        if short_side is None:
             rgb = frame.to_ndarray(format="rgb24")
         else:
-            width, height = resized_size(frame.width, frame.height, self.scale_size)
+            width, height = resized_size(shown_w, shown_h, short_side)
+            if turns % 2:  # resize in the stored orientation, then turn
+                width, height = height, width
             rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+        if turns:
+            rgb = np.rot90(rgb, turns)
         height, width = rgb.shape[:2]
         if height < self.size or width < self.size:
             raise UndecodableError(f"frames are {width}x{height}, smaller than the model's input "
                                    f"{self.size}x{self.size}, and resizing is off")
-        left, top = crop_origin(width, height, self.size)
-        return np.ascontiguousarray(rgb[top:top + self.size, left:left + self.size])
+        return np.stack([rgb[top:top + self.size, left:left + self.size]
+                         for left, top in crop_origins(width, height, self.size, self.crops)])
 
 
 def _why(error: Exception) -> str:
@@ -113,19 +193,88 @@ def _open(path: Path) -> av_module.container.InputContainer:
 
 
 def count_frames(path: Path) -> int:
-    """Frames in the first video stream, by demuxing (no decoding): containers such as Matroska/WebM
-    do not record a count, and a recorded one can be wrong."""
-    av = _av()
+    """Frames in the first video stream, by demuxing (no decoding)."""
     with _open(path) as container:
-        try:
-            return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
-        except av.FFmpegError as e:
-            raise UndecodableError(f"cannot read it: {_why(e)}") from e
+        return len(_demuxed_timestamps(container, container.streams.video[0]))
 
 
-def _decode_at(path: Path, indices: Sequence[int], transform: FrameTransform) -> tuple[dict[int, np.ndarray], int]:
+def _demuxed_timestamps(container: av_module.container.InputContainer, stream: av_module.video.VideoStream
+                        ) -> list[int | None]:
+    """Presentation timestamps of the stream's frames in display order, by reading packets (no decoding):
+    for containers such as Matroska/WebM that record no frame count."""
+    av = _av()
+    try:
+        stamps = [packet.pts for packet in container.demux(stream) if packet.size]
+    except av.FFmpegError as e:
+        raise UndecodableError(f"cannot read it: {_why(e)}") from e
+    if any(t is None for t in stamps):
+        return stamps
+    return sorted(stamps)
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """How many frames a video has and where frame i sits (its pts), plus half a frame's duration:
+    a decoded frame whose pts is within that of frame i's is frame i."""
+
+    count: int
+    pts_of: Callable[[int], int] | None  # None: the container gives no timestamps; decode from the start
+    half_frame: Fraction  # in time-base units; a Fraction, since one frame may be a single unit (AVI)
+
+
+def _timeline(container: av_module.container.InputContainer, stream: av_module.video.VideoStream) -> _Timeline:
+    rate, base = stream.average_rate, stream.time_base
+    if stream.frames > 0 and rate and base:  # MP4/MOV: the sample table counts frames; constant frame rate
+        step = Fraction(1) / (Fraction(rate) * Fraction(base))  # one frame, in time-base units
+        start = stream.start_time or 0
+        return _Timeline(stream.frames, lambda i: start + round(i * step), step / 2)
+    stamps = _demuxed_timestamps(container, stream)
+    container.seek(0)
+    if not stamps or any(t is None for t in stamps):
+        return _Timeline(len(stamps), None, Fraction(0))
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if b > a]
+    return _Timeline(len(stamps), stamps.__getitem__, Fraction(min(gaps, default=1), 2))
+
+
+class _NotReached(Exception):
+    """Seeking did not find a wanted frame: the timestamps lie, or the file ends early."""
+
+
+# Decoding on from the last frame beats seeking back to a keyframe when the next wanted frame is this
+# close: a seek decodes from the keyframe before the target, up to a GOP (12-250 frames) of work.
+_DECODE_ON_WITHIN = 48
+
+
+def _decode_seeking(container: av_module.container.InputContainer, stream: av_module.video.VideoStream,
+                    timeline: _Timeline, indices: Sequence[int], convert: Callable) -> dict[int, np.ndarray]:
+    wanted = sorted(set(indices))
+    kept: dict[int, np.ndarray] = {}
+    frames = None
+    position = None  # pts of the last decoded frame
+    for index in wanted:
+        target = timeline.pts_of(index)
+        near = position is not None and position <= target <= position + _DECODE_ON_WITHIN * 2 * timeline.half_frame
+        if frames is None or not near:
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        for frame in frames:
+            if frame.pts is None:
+                raise _NotReached("a frame without a timestamp")
+            position = frame.pts
+            if frame.pts >= target - timeline.half_frame:
+                if frame.pts > target + timeline.half_frame:
+                    raise _NotReached(f"frame {index} is missing (next pts {frame.pts}, wanted {target})")
+                kept[index] = convert(frame)
+                break
+        else:
+            raise _NotReached(f"the stream ended before frame {index}")
+    return kept
+
+
+def _decode_from_start(path: Path, indices: Sequence[int], convert: Callable) -> tuple[dict[int, np.ndarray], int]:
     """Decode once from the start up to the last wanted index, converting only the wanted frames.
-    Returns the converted frames by index and how many frames were decoded."""
+    Returns the converted frames by index and how many frames were decoded. The fallback for files
+    whose timestamps cannot be trusted, and how a damaged tail is measured."""
     av = _av()
     wanted = set(indices)
     last = max(indices)
@@ -138,7 +287,7 @@ def _decode_at(path: Path, indices: Sequence[int], transform: FrameTransform) ->
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
                 if index in wanted:
-                    kept[index] = transform(frame)
+                    kept[index] = convert(frame)
                 if index >= last:
                     break
         except av.FFmpegError as e:
@@ -146,27 +295,54 @@ def _decode_at(path: Path, indices: Sequence[int], transform: FrameTransform) ->
     return kept, decoded
 
 
-def read_video(path: Path, num_segments: int, transform: FrameTransform) -> np.ndarray:
-    """``num_segments`` frames of a video chosen by ``segment_indices``: uint8 ``[T, S, S, 3]``.
+def read_video_views(path: Path, num_segments: int, transform: FrameTransform, clips: int = 1) -> np.ndarray:
+    """Every view of a video: uint8 ``[clips * transform.crops, T, S, S, 3]``, clip by clip (frames
+    chosen by ``clip_indices``), crops within a clip. Each needed frame is decoded and converted once.
 
-    The frame count comes from demuxing; if fewer frames decode than packets were counted (a damaged
-    tail, invisible frames), the choice is made again from the frames that did decode.
+    If fewer frames decode than the container counted (a damaged tail, invisible frames), the choice
+    is made again from the frames that did decode.
     """
-    total = count_frames(path)
-    if total == 0:
-        raise UndecodableError("it has no video frames")
-    indices = segment_indices(total, num_segments)
-    kept, decoded = _decode_at(path, indices, transform)
-    if len(kept) < len(set(indices)):
-        if decoded == 0:
-            raise UndecodableError("no frame could be decoded")
-        indices = segment_indices(decoded, num_segments)
-        kept, _ = _decode_at(path, indices, transform)
-    return np.stack([kept[i] for i in indices])
+    av = _av()
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            timeline = _timeline(container, stream)
+        except av.FFmpegError as e:
+            raise UndecodableError(f"cannot read it: {_why(e)}") from e
+        if timeline.count == 0:
+            raise UndecodableError("it has no video frames")
+        choice = [clip_indices(timeline.count, num_segments, k, clips) for k in range(clips)]
+        needed = sorted({i for indices in choice for i in indices})
+        kept = None
+        if timeline.pts_of is not None:
+            try:
+                kept = _decode_seeking(container, stream, timeline, needed, transform.views)
+            except (_NotReached, av.FFmpegError):
+                kept = None  # decoding from the start settles what the file really holds
+    if kept is None:
+        kept, decoded = _decode_from_start(path, needed, transform.views)
+        if len(kept) < len(needed):
+            if decoded == 0:
+                raise UndecodableError("no frame could be decoded")
+            choice = [clip_indices(decoded, num_segments, k, clips) for k in range(clips)]
+            kept, _ = _decode_from_start(path, sorted({i for c in choice for i in c}), transform.views)
+    # kept[i]: [crops, S, S, 3] -> views [clip, crop] of [T, S, S, 3]
+    return np.stack([np.stack([kept[i][crop] for i in indices])
+                     for indices in choice for crop in range(transform.crops)])
+
+
+def read_video(path: Path, num_segments: int, transform: FrameTransform) -> np.ndarray:
+    """``num_segments`` frames of a video chosen by ``segment_indices``: uint8 ``[T, S, S, 3]``
+    (the centre crop)."""
+    return read_video_views(path, num_segments, FrameTransform(transform.size, transform.scale_size))[0]
 
 
 def read_image(path: Path, transform: FrameTransform) -> np.ndarray:
-    """One image file (anything FFmpeg reads: JPEG, PNG, BMP) as uint8 ``[S, S, 3]``."""
+    """One image file (anything FFmpeg reads: JPEG, PNG, BMP) as uint8 ``[S, S, 3]`` (the first crop)."""
+    return _read_image_views(path, transform)[0]
+
+
+def _read_image_views(path: Path, transform: FrameTransform) -> np.ndarray:
     av = _av()
     with _open(path) as container:
         try:
@@ -175,18 +351,25 @@ def read_image(path: Path, transform: FrameTransform) -> np.ndarray:
             raise UndecodableError(f"cannot decode it: {_why(e)}") from e
         if frame is None:
             raise UndecodableError("it holds no image")
-        return transform(frame)
+        return transform.views(frame)
+
+
+def read_frame_folder_views(images: Sequence[Path], num_segments: int, transform: FrameTransform,
+                            clips: int = 1) -> np.ndarray:
+    """A clip stored as one image per frame (already in frame order), as ``read_video_views`` reads a
+    video: uint8 ``[clips * crops, T, S, S, 3]``; only the chosen frames are decoded, and an image that
+    fails names itself in the error."""
+    choice = [clip_indices(len(images), num_segments, k, clips) for k in range(clips)]
+    decoded: dict[int, np.ndarray] = {}
+    for i in sorted({i for indices in choice for i in indices}):
+        try:
+            decoded[i] = _read_image_views(images[i], transform)
+        except UndecodableError as e:
+            raise UndecodableError(f"frame {images[i].name}: {e}") from e
+    return np.stack([np.stack([decoded[i][crop] for i in indices])
+                     for indices in choice for crop in range(transform.crops)])
 
 
 def read_frame_folder(images: Sequence[Path], num_segments: int, transform: FrameTransform) -> np.ndarray:
-    """A clip stored as one image per frame (already in frame order): only the chosen frames are
-    decoded. uint8 ``[T, S, S, 3]``; an image that fails names itself in the error."""
-    indices = segment_indices(len(images), num_segments)
-    decoded: dict[int, np.ndarray] = {}
-    for i in indices:
-        if i not in decoded:
-            try:
-                decoded[i] = read_image(images[i], transform)
-            except UndecodableError as e:
-                raise UndecodableError(f"frame {images[i].name}: {e}") from e
-    return np.stack([decoded[i] for i in indices])
+    """The centre-crop clip of a frame folder: uint8 ``[T, S, S, 3]``."""
+    return read_frame_folder_views(images, num_segments, FrameTransform(transform.size, transform.scale_size))[0]

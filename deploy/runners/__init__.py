@@ -6,16 +6,22 @@ hold the TensorRT and OpenVINO plumbing that each runner shares with its builder
 needs neither TensorRT, CUDA nor OpenVINO: backends import their optional libraries when activated.
 """
 
-from tamdeploy.deploy.runners.base import Runner, TensorSpec, check_feed, random_feed
-from tamdeploy.deploy.runners.factory import BACKENDS, backend_for, open_runner
-from tamdeploy.deploy.runners.onnxruntime_runner import PROVIDERS, OnnxRuntimeRunner, available_providers
-from tamdeploy.deploy.runners.openvino_runner import OpenVINORunner
-from tamdeploy.deploy.runners.tensorrt_runner import TensorRTRunner
-from tamdeploy.deploy.runners.torch_runner import TorchRunner
-from tamdeploy.deploy.runners.trt import INSTALL_HINT, import_tensorrt
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BACKENDS", "INSTALL_HINT", "PROVIDERS", "OnnxRuntimeRunner", "OpenVINORunner", "Runner", "TensorRTRunner",
-    "TensorSpec", "TorchRunner", "available_providers", "backend_for", "check_feed", "import_tensorrt", "open_runner",
-    "random_feed",
-]
+# name -> module, imported on first use: the ONNX Runtime and OpenVINO runners work without torch
+_PUBLIC = {
+    "Runner": "base", "TensorSpec": "base", "check_feed": "base", "random_feed": "base",
+    "BACKENDS": "factory", "backend_for": "factory", "open_runner": "factory",
+    "PROVIDERS": "onnxruntime_runner", "OnnxRuntimeRunner": "onnxruntime_runner",
+    "available_providers": "onnxruntime_runner", "OpenVINORunner": "openvino_runner",
+    "TensorRTRunner": "tensorrt_runner", "TorchRunner": "torch_runner",
+    "INSTALL_HINT": "trt", "import_tensorrt": "trt",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tamdeploy.deploy.runners' has no attribute {name!r}")
+    return getattr(import_module(f"tamdeploy.deploy.runners.{_PUBLIC[name]}"), name)

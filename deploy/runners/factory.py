@@ -9,10 +9,8 @@ from typing import Any
 from tamdeploy.deploy.runners.base import Runner
 from tamdeploy.deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
 from tamdeploy.deploy.runners.openvino_runner import IR_SUFFIXES, OpenVINORunner
-from tamdeploy.deploy.runners.tensorrt_runner import TensorRTRunner
-from tamdeploy.deploy.runners.torch_runner import TorchRunner
 from tamdeploy.errors import TamdeployError
-from tamdeploy.models.checkpoints import CHECKPOINT_SUFFIXES, is_checkpoint_file
+from tamdeploy.models.checkpoint_files import CHECKPOINT_SUFFIXES, is_checkpoint_file
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".plan", ".engine")
@@ -70,12 +68,16 @@ def open_runner(artifact: str | os.PathLike, backend: str | None = None, **opts:
     if unknown:
         raise TamdeployError(f"option(s) {', '.join(unknown)} do not apply to the {backend} runner ({path.name}); "
                              f"it takes {', '.join(sorted(allowed))}")
-    if backend == "pytorch":
+    if backend == "pytorch":  # torch and TensorRT's runner import torch: only when asked for
+        from tamdeploy.deploy.runners.torch_runner import TorchRunner
+
         return TorchRunner.from_checkpoint(path, **opts)
     if backend == "onnxruntime":
         return OnnxRuntimeRunner(path, **opts)
     if backend == "openvino":
         return OpenVINORunner(path, **opts)
+    from tamdeploy.deploy.runners.tensorrt_runner import TensorRTRunner
+
     return TensorRTRunner(path, **opts)
 
 

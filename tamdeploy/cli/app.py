@@ -14,17 +14,19 @@ from tamdeploy import __version__
 from tamdeploy.cli.bench_cmd import bench
 from tamdeploy.cli.build_cmd import build
 from tamdeploy.cli.demo_cmd import demo
+from tamdeploy.cli.eval_cmd import eval
 from tamdeploy.cli.export_cmd import export
 from tamdeploy.cli.inspect_cmd import inspect
 from tamdeploy.cli.options import state
+from tamdeploy.cli.predict_cmd import predict
 from tamdeploy.cli.verify_cmd import verify
 
-COMMANDS = (inspect, export, build, verify, bench, demo)
+COMMANDS = (inspect, export, build, verify, bench, predict, eval, demo)
 
 app = typer.Typer(
     name="tamdeploy",
-    help="Deploy SE / ACTION-Net / TANet (TAM) networks: PyTorch checkpoint -> ONNX -> TensorRT, "
-    "with numerical parity checked and latency measured.",
+    help="Deploy SE / ACTION-Net / TANet (TAM) networks: PyTorch checkpoint -> ONNX -> TensorRT / OpenVINO, "
+    "with numerical parity checked, latency measured and accuracy on your own labelled videos.",
     no_args_is_help=True,
     rich_markup_mode="markdown",  # docstrings reflow to the terminal's width instead of keeping their breaks
     pretty_exceptions_enable=False,

@@ -50,6 +50,18 @@ TrustOption = Annotated[bool, typer.Option(
     help="Allow the checkpoint's pickle to run code (only for files you trust; off by default).")]
 
 
+BackendOption = Annotated[str | None, typer.Option(
+    help="pytorch, onnxruntime, openvino or tensorrt (default: from the artifact's suffix; an .onnx also runs on "
+         "openvino).")]
+LabelsOption = Annotated[Path | None, typer.Option(
+    help="Class names: one per line (mmaction2's label map), a CSV with id,name, or a JSON list; default: indices.")]
+ViewsOption = Annotated[str, typer.Option(
+    help="Test views per video, CLIPSxCROPS: 1x1 (centre crop of TSN's centre frames), 3x3, 10x3 (clips evenly "
+         "spaced in time; 3 crops along the longer side); their scores are averaged.")]
+BatchOption = Annotated[int, typer.Option(help="Model inputs (views) per inference.")]
+WorkersOption = Annotated[int | None, typer.Option(
+    help="Decode processes running ahead of the model (default: the cores less one; 0 decodes in this process).")]
+
 OVPrecisionOption = Annotated[str | None, typer.Option(
     "--ov-precision", help="OpenVINO: inference precision fp32, bf16 or fp16 (default: what the IR was built "
                            "for, else fp32).")]

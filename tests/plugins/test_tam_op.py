@@ -135,9 +135,15 @@ def test_mixed_dtypes_are_rejected() -> None:
 
 def test_import_registers_op_without_loading_onnx() -> None:
     code = (
-        "import sys, torch, tamdeploy; torch.ops.tamdeploy.tam_aggregate.default; "
+        "import sys, torch, tamdeploy.plugins; torch.ops.tamdeploy.tam_aggregate.default; "
         "assert not {'onnx', 'onnxscript'} & set(sys.modules), 'onnx imported'"
     )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_root_needs_no_torch() -> None:
+    """Decode workers and the serving path import tamdeploy where torch is absent (or too slow to load)."""
+    code = "import sys; sys.modules['torch'] = None; import tamdeploy; assert 'torch' not in dir(tamdeploy)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

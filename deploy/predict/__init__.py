@@ -1,0 +1,1 @@
+"""Labels for videos and accuracy on a labelled set: predict and eval."""

@@ -1,0 +1,89 @@
+"""Decoding that keeps the model busy: videos are decoded in worker processes, ahead of the model by
+a bounded number, and handed over in input order.
+
+Why processes: decoding is CPU work in FFmpeg plus numpy resizing and normalising; threads would share
+one interpreter with the model's Python loop. Why ``forkserver``: the parent holds an inference
+session with its own threads, which ``fork`` would copy mid-flight; a forkserver child is forked from
+a small clean process that has imported only the decoding modules (no torch), so a worker starts in
+milliseconds. Why bounded: at most ``ahead`` videos are decoded or in flight, so memory depends on
+``ahead`` and the views of one video, not on the size of the data set.
+
+A video that cannot be decoded comes back as a ``Decoded`` with its reason; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import numpy as np
+
+from tamdeploy.deploy.inputs.clips import ClipSpec, read_views
+from tamdeploy.deploy.inputs.video import UndecodableError, Views
+from tamdeploy.errors import TamdeployError
+
+_WORKER_MODULES = ["tamdeploy.deploy.inputs.clips"]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One video's model inputs, ``views`` float32 ``[views, *sample_shape]``, or why there are none."""
+
+    index: int  # position in the input order
+    source: str
+    views: np.ndarray | None
+    error: str | None = None
+
+
+def default_workers() -> int:
+    """Decode workers when not told: the cores this process may use, less one for the model (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+def decode_one(source: str, spec: ClipSpec, views: Views) -> tuple[np.ndarray | None, str | None]:
+    """(views, None) or (None, reason): a file that cannot be used is a result, not an exception."""
+    try:
+        return read_views(source, spec, views), None
+    except UndecodableError as e:
+        return None, str(e)
+
+
+def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int,
+            ahead: int | None = None) -> Iterator[Decoded]:
+    """Each source decoded, in input order. ``workers=0`` decodes in this process, one at a time
+    (the same function: results are identical); otherwise ``workers`` processes decode up to ``ahead``
+    videos (default ``2 * workers``) ahead of the consumer."""
+    if workers < 0:
+        raise TamdeployError(f"`workers` must be 0 or more, got {workers}")
+    if workers == 0:
+        for index, source in enumerate(sources):
+            yield Decoded(index, source, *decode_one(source, spec, views))
+        return
+    ahead = max(1, ahead or 2 * workers)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_WORKER_MODULES)
+    pending: deque[tuple[int, str, Future]] = deque()
+    todo = iter(enumerate(sources))
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        def submit_next() -> None:
+            for index, source in todo:
+                pending.append((index, source, pool.submit(decode_one, source, spec, views)))
+                return
+
+        for _ in range(ahead):
+            submit_next()
+        while pending:
+            index, source, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise TamdeployError(f"a decode worker died while decoding {source} (an FFmpeg crash, or out of "
+                                     "memory); run with `workers=0` to decode in one process") from None
+            submit_next()
+            yield Decoded(index, source, *result)

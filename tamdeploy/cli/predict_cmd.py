@@ -1,0 +1,124 @@
+"""tamdeploy predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tamdeploy.cli.options import (
+    BackendOption,
+    BatchOption,
+    CacheDirOption,
+    JsonOption,
+    LabelsOption,
+    OVPrecisionOption,
+    PerformanceOption,
+    StreamsOption,
+    TrustOption,
+    ViewsOption,
+    WorkersOption,
+    openvino_options,
+    user_errors,
+)
+from tamdeploy.console import info, out, print_json, warn
+from tamdeploy.errors import DataError
+
+OUT_SUFFIXES = (".jsonl", ".csv")
+
+
+@user_errors
+def predict(
+    artifact: Annotated[Path, typer.Argument(
+        help="The model: a checkpoint (.pt/.pth), .onnx (also FP16/INT8 graphs), .xml (OpenVINO IR) or .plan.")],
+    videos: Annotated[list[Path], typer.Argument(
+        help="Videos, frame folders, folders of them, or list files (.txt: one path per line).")],
+    labels: LabelsOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels shown per video.")] = 5,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write one record per video: .jsonl, or .csv (video, label_1, score_1, ..., error).")] = None,
+    views: ViewsOption = "1x1",
+    batch: BatchOption = 8,
+    workers: WorkersOption = None,
+    backend: BackendOption = None,
+    ov_precision: OVPrecisionOption = None,
+    performance: PerformanceOption = None,
+    streams: StreamsOption = None,
+    cache_dir: CacheDirOption = None,
+    trust_checkpoint: TrustOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Label videos: the top-k classes of each, with scores (softmax of the logits averaged over views).
+
+    `tamdeploy predict model.onnx clips/ --labels labels.txt --out preds.jsonl`. Videos are decoded in
+    worker processes while the model runs; a video that cannot be decoded is named and counted, and the
+    others go on. Exits 2 if no video could be used.
+    """
+    from tamdeploy.deploy.bench.setup import build_runners
+    from tamdeploy.deploy.predict.predictor import Predictor
+    from tamdeploy.deploy.predict.sources import expand_sources
+
+    if top_k < 1:
+        raise DataError(f"--top-k must be at least 1, got {top_k}")
+    if out_file is not None and out_file.suffix.lower() not in OUT_SUFFIXES:
+        raise DataError(f"--out {out_file}: write .jsonl or .csv")
+    ((_, runner),) = build_runners([str(artifact)], backend, False, None, None, trust_checkpoint,
+                                   openvino=openvino_options(ov_precision, performance, streams, cache_dir))
+    with Predictor(artifact, runner=runner, labels=labels, views=views, batch=batch, workers=workers) as predictor:
+        sources = expand_sources(videos, predictor.spec)
+        results = list(predictor.predict_many(sources, progress=not json_output, total=len(sources)))
+        names = predictor.class_names
+    records = [r.to_dict(names, top_k) for r in results]
+    failed = [r for r in results if not r.ok]
+    if out_file is not None:
+        _write_records(records, out_file, top_k)
+    if json_output:
+        print_json({"artifact": str(artifact), "views": str(predictor.views), "videos": len(results),
+                    "failed": len(failed), "predictions": records, "out": str(out_file) if out_file else None})
+    else:
+        _print_table(records, top_k)
+        for r in failed:
+            warn(f"could not use {r.source}: {r.error}")
+        info(f"{len(results) - len(failed)} of {len(results)} video(s) labelled"
+             + (f"; records written to {out_file}" if out_file else ""))
+    if len(failed) == len(results):
+        raise DataError(f"none of the {len(results)} video(s) could be decoded (first: {failed[0].source}: "
+                        f"{failed[0].error})")
+
+
+def _print_table(records: list[dict], top_k: int) -> None:
+    table = Table(title_justify="left")
+    table.add_column("video")
+    table.add_column("top-1", justify="left")
+    if top_k > 1:
+        table.add_column(f"top-2..{top_k}", justify="left")
+    for record in records:
+        shown = [f"{escape(t['label'])} {t['score']:.3f}" for t in record["top_k"]]
+        cells = [shown[0] if shown else "[red]failed[/red]"]
+        if top_k > 1:
+            cells.append(", ".join(shown[1:]))
+        table.add_row(escape(Path(record["video"]).name), *cells)
+    out.print(table)
+
+
+def _write_records(records: list[dict], path: Path, top_k: int) -> None:
+    import csv
+    import io
+    import json
+
+    from tamdeploy.files import write_bytes_atomic
+
+    if path.suffix.lower() == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["video", *[f"{c}_{i}" for i in range(1, top_k + 1) for c in ("label", "score")], "error"])
+        for r in records:
+            cells = [x for t in r["top_k"] for x in (t["label"], t["score"])]
+            writer.writerow([r["video"], *cells, *[""] * (2 * top_k - len(cells)), r["error"] or ""])
+        text = buffer.getvalue()
+    write_bytes_atomic(path, text.encode())
