@@ -12,7 +12,9 @@ The wings, from the ground up (each imports only those above it in this list):
                and ``bisect`` (the first layer that diverges).
 - ``bench``    latency and throughput of several runners measured interleaved (``run_benchmark``),
                the report and its plot.
+- ``predict``  labels for videos and accuracy on a labelled set (``Predictor``, ``evaluate``): decode
+               workers ahead of the model, multi-view testing, annotation formats, Ray Data (``--ray``).
 - ``demo``     the README's built-in example, end to end.
 
-Data flows model.onnx -> build -> artifact -> runners -> check / bench.
+Data flows model.onnx -> build -> artifact -> runners -> check / bench / predict.
 """

@@ -9,8 +9,7 @@ the ONNX model against the original on ONNX Runtime (``parity``, judged by ``tam
 Exporters never import ``tamdeploy.deploy``.
 """
 
-from importlib import import_module
-from typing import Any
+from tamdeploy.lazy import lazy_attributes
 
 # name -> module; imported on first use, because runners read ``metadata`` and must not pay for the
 # exporter (torch.onnx, onnxscript: about a second) when they never export
@@ -21,8 +20,4 @@ _PUBLIC = {
 }
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tamdeploy.exporters' has no attribute {name!r}")
-    return getattr(import_module(f"tamdeploy.exporters.{_PUBLIC[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

@@ -5,8 +5,7 @@ metadata and engine sidecars); ``modules`` the blocks; ``resnet`` the backbones;
 networks (``create_model``); ``layouts``, ``safe_load`` and ``checkpoints`` read other projects' files.
 """
 
-from importlib import import_module
-from typing import Any
+from tamdeploy.lazy import lazy_attributes
 
 # name -> module, imported on first use: ``config`` (and what reads only configs: clip specs, ONNX
 # metadata, decode workers, the serving path) must not pay for torch
@@ -19,8 +18,4 @@ _PUBLIC = {
 }
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tamdeploy.models' has no attribute {name!r}")
-    return getattr(import_module(f"tamdeploy.models.{_PUBLIC[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

@@ -13,3 +13,12 @@ __version__ = "0.1.0"
 # Nothing is imported here: decode workers, the Triton models and the serving client import parts of
 # tamdeploy on machines or in processes without PyTorch. ``torch.ops.tamdeploy.tam_aggregate`` is
 # registered by ``import tamdeploy.plugins`` (the exporter's rewrites import it themselves).
+
+from tamdeploy.lazy import lazy_attributes  # noqa: E402
+
+# The public API, imported on first use (the front door; the ground itself stays free of the wings):
+# ``tamdeploy.Predictor("model.onnx").predict("clip.mp4")``, ``tamdeploy.evaluate([...], "val.txt")``.
+_PUBLIC = {"Predictor": "tamdeploy.deploy.predict.predictor", "evaluate": "tamdeploy.deploy.predict.evaluate",
+           "open_runner": "tamdeploy.deploy.runners.factory", "export_checkpoint": "tamdeploy.exporters.pipeline"}
+
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

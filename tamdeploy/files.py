@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tamdeploy.errors import TamdeployError
+from tamdeploy.errors import DataError, TamdeployError
 
 _written: list[Path] = []
 # errors that mean "this output cannot be written here", as opposed to a bug or a missing input
@@ -164,3 +164,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_text_file(path: str | os.PathLike, what: str, expected: str) -> str:
+    """A text file the user named (an annotation list, a labels file): UTF-8, a byte-order mark dropped
+    (some editors write one). Missing, a folder, unreadable or not UTF-8: a ``DataError`` naming ``what``
+    it is meant to be, and, for a folder, the ``expected`` file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a folder; give {expected}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e

@@ -51,9 +51,10 @@ def split_backend(artifact: str | Path) -> tuple[Path, str | None]:
 
 def build_runners(artifacts: list[Path | str], backend: str | None, compile_torch: bool, input_size: int | None,
                   num_segments: int | None, trust_checkpoint: bool,
-                  openvino: dict | None = None) -> list[tuple[str, Runner]]:
+                  openvino: dict | None = None, threads: int | None = None) -> list[tuple[str, Runner]]:
     """Labelled runners for ``artifacts`` (paths, or ``path@backend`` to pick a runtime for one of them);
-    ``openvino``: options for the OpenVINO runners (precision, performance, streams, cache_dir)."""
+    ``openvino``: options for the OpenVINO runners (precision, performance, streams, cache_dir);
+    ``threads``: intra-op threads of every runner (None: each runtime's default)."""
     if not artifacts:
         raise TamdeployError("name at least one artifact to benchmark (.pt/.pth checkpoint, .onnx, .xml, .plan)")
     parsed = [split_backend(a) for a in artifacts]
@@ -69,10 +70,11 @@ def build_runners(artifacts: list[Path | str], backend: str | None, compile_torc
         which = chosen or backend_for(path)
         if which == "pytorch":
             runner = open_runner(path, chosen, compile=compile_torch or None, input_size=input_size or size,
-                                 num_segments=num_segments or t, trust_checkpoint=trust_checkpoint or None)
+                                 num_segments=num_segments or t, trust_checkpoint=trust_checkpoint or None,
+                                 threads=threads)
         elif which == "openvino":
-            runner = open_runner(path, chosen, **(openvino or {}))
+            runner = open_runner(path, chosen, threads=threads, **(openvino or {}))
         else:
-            runner = open_runner(path, chosen)
+            runner = open_runner(path, chosen, threads=threads)
         runners.append((label, runner))
     return runners

@@ -250,6 +250,12 @@ def read_views(path: str | Path, spec: ClipSpec, views: Views | None = None) -> 
     """Every test view of one video, frame folder or image (for an image model) as model input:
     float32 ``[views.count, *spec.sample_shape]``, ordered as ``Views`` says. Raises
     ``UndecodableError`` for a file that cannot be used (missing, damaged, no frames)."""
+    return spec.normalise(read_view_frames(path, spec, views))
+
+
+def read_view_frames(path: str | Path, spec: ClipSpec, views: Views | None = None) -> np.ndarray:
+    """``read_views`` before normalisation: uint8 RGB ``[views, T, S, S, 3]`` (``[views, S, S, 3]`` for an
+    image model), a quarter of the bytes for a process or node boundary to carry."""
     path, views = Path(path), views or Views()
     transform = FrameTransform(spec.input_size, spec.scale_size if spec.resize else None, views.crops)
     segments = spec.num_segments or 1
@@ -268,7 +274,7 @@ def read_views(path: str | Path, spec: ClipSpec, views: Views | None = None) -> 
         frames = read_video_views(path, segments, transform, views.clips)
     if not spec.is_video:
         frames = frames[:, 0]
-    return spec.normalise(frames)
+    return frames
 
 
 def _clips_of(source: _Source, spec: ClipSpec) -> Iterator[Clip]:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from tamdeploy.deploy.inputs.video import VIDEO_EXTENSIONS
 from tamdeploy.errors import DataError
+from tamdeploy.files import read_text_file
 
 VIDEO_LIST = "mmaction2-video"
 RAWFRAMES_LIST = "mmaction2-rawframes"
@@ -72,7 +73,7 @@ def read_annotations(ann: str | Path, data_root: str | Path | None = None, class
     the number of ``class_names``, else only non-negative). A missing, unreadable or empty file, a line
     that does not parse, a label out of range or an unknown class name: DataError naming the line."""
     ann = Path(ann)
-    text = _read_text(ann)
+    text = read_text_file(ann, "annotation file", "the list of labelled videos (.txt or .csv)")
     root = ann.parent if data_root is None else Path(data_root)
     if not root.is_dir():
         raise DataError(f"data root {root} is not a folder; give the folder the paths in {ann} are relative to")
@@ -90,17 +91,6 @@ def read_annotations(ann: str | Path, data_root: str | Path | None = None, class
     return Annotations([reader.video_line(number, line) for number, line in lines], VIDEO_LIST)
 
 
-def _read_text(ann: Path) -> str:
-    if not ann.exists():
-        raise DataError(f"annotation file {ann} does not exist")
-    if ann.is_dir():
-        raise DataError(f"annotation file {ann} is a folder; give the list of labelled videos (.txt or .csv)")
-    try:
-        return ann.read_text(encoding="utf-8-sig")  # -sig: drop the byte-order mark some editors write
-    except OSError as e:
-        raise DataError(f"cannot read annotation file {ann}: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"annotation file {ann} is not UTF-8 text ({e.reason} at byte {e.start})") from e
 
 
 def _header(line: str) -> list[str]:

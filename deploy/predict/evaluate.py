@@ -7,6 +7,7 @@ counted and left out of every model's accuracy alike, never silently dropped.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import ExitStack
@@ -71,8 +72,9 @@ class EvalReport:
     class_names: list[str] | None
     labels: list[int]  # ground truth of the evaluated videos
     sources: list[str]  # the evaluated videos
-    seconds: float
-    model_seconds: float
+    seconds: float  # the pass over the videos (decoding and models), after loading
+    load_seconds: float  # opening the models
+    model_seconds: float  # of ``seconds``, inside the models
     workers: int
     batch: int
     engine: str = "local"  # or "ray"
@@ -93,7 +95,8 @@ class EvalReport:
             "failed": [{"video": f.source, "line": f.line, "reason": f.reason} for f in self.failed],
             "models": [dict(m.to_dict(self.class_names), top1_delta_vs_first=m.top1 - first) for m in self.models],
             "top1_agreement": {"artifacts": [m.label for m in self.models], "matrix": self.agreement_matrix()},
-            "class_names": self.class_names, "seconds": self.seconds, "model_seconds": self.model_seconds,
+            "class_names": self.class_names, "seconds": self.seconds, "load_seconds": self.load_seconds,
+            "model_seconds": self.model_seconds,
             "videos_per_s": self.videos / self.seconds if self.seconds else None, "workers": self.workers,
             "batch": self.batch, "engine": self.engine, "notes": self.notes,
         }
@@ -120,15 +123,15 @@ def score_model(label: str, runner: Runner, logits: np.ndarray, labels: np.ndarr
 def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
              views: Views | None = None, labels: str | os.PathLike | None = None, batch: int = 8,
              workers: int | None = None, backend: str | None = None, trust_checkpoint: bool = False,
-             openvino: dict | None = None, progress: bool = True, ray: bool = False,
+             openvino: dict | None = None, threads: int | None = None, progress: bool = True, ray: bool = False,
              ray_address: str | None = None) -> EvalReport:
     """Accuracy of each artifact (``path`` or ``path@backend``) on the videos ANN lists."""
     from tamdeploy.deploy.bench.setup import build_runners
 
     views = views or Views()
     workers = default_workers() if workers is None else workers
-    labelled = build_runners(list(artifacts), backend, False, None, None, trust_checkpoint, openvino)
-    started = time.perf_counter()
+    labelled = build_runners(list(artifacts), backend, False, None, None, trust_checkpoint, openvino, threads)
+    loading = time.perf_counter()
     with ExitStack() as stack:
         for _, runner in labelled:
             stack.enter_context(runner)
@@ -138,11 +141,17 @@ def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data
         class_names = resolve_labels(labels, runners[0])
         annotations = read_annotations(ann, data_root, class_names, num_classes)
         items = annotations.items
+        load_seconds = time.perf_counter() - loading
+        started = time.perf_counter()
         if ray:
             from tamdeploy.deploy.predict.ray_pipeline import ray_logits
 
-            results, stats = ray_logits([str(i.source) for i in items], labelled, spec, views, batch, ray_address,
-                                        progress)
+            # the actors open their own runners: the same call, made where they run
+            make_runners = functools.partial(build_runners, list(artifacts), backend, False, None, None,
+                                             trust_checkpoint, openvino, threads)
+            needs_gpu = any(runner.name.endswith(("tensorrt", "cuda")) for runner in runners)
+            results, stats = ray_logits([str(i.source) for i in items], make_runners, spec, views, batch, ray_address,
+                                        needs_gpu, progress)
         else:
             results, stats = _local_logits([str(i.source) for i in items], runners, spec, views, batch, workers,
                                            progress)
@@ -154,13 +163,14 @@ def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data
     for m, (label, runner) in enumerate(labelled):
         logits = np.stack([results[i][0][m] for i in kept]) if kept else np.zeros((0, num_classes), np.float32)
         models.append(score_model(label, runner, logits, truth, num_classes))
+    seconds = time.perf_counter() - started
     notes = []
     if not kept:
         notes.append("no video could be decoded: nothing was scored")
     return EvalReport(
         annotations=str(ann), format=annotations.format, views=str(views), videos=len(items), failed=failed,
         models=models, class_names=class_names, labels=truth.tolist(), sources=[str(items[i].source) for i in kept],
-        seconds=time.perf_counter() - started, model_seconds=stats.model_seconds, workers=workers, batch=batch,
+        seconds=seconds, load_seconds=load_seconds, model_seconds=stats.model_seconds, workers=workers, batch=batch,
         engine="ray" if ray else "local", notes=notes)
 
 
@@ -172,7 +182,7 @@ def _local_logits(sources: list[str], runners: list[Runner], spec, views: Views,
     results: list[tuple[list[np.ndarray] | None, str | None]] = []
     with progress_bar(progress, unit="videos") as bar:
         task = bar.add_task("evaluating", total=len(sources))
-        for item, logits in predict_stream(decoded(sources, spec, views, workers), runners, batch, stats):
+        for item, logits in predict_stream(decoded(sources, spec, views, workers, batch), runners, batch, stats):
             results.append((logits, item.error))
             bar.advance(task)
     return results, stats

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tamdeploy.errors import DataError
+from tamdeploy.files import read_text_file
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -27,7 +28,7 @@ def read_labels(path: str | Path) -> list[str]:
     trailing blank lines ignored; a missing, unreadable or empty file, an empty name, a repeated name
     or an id outside 0..n-1: DataError."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_text_file(path, "labels file", "the file that lists the class names")
     suffix = path.suffix.lower()
     if suffix == ".json":
         names = _json_names(text, path)
@@ -47,17 +48,6 @@ def check_label_count(names: Sequence[str], num_classes: int, path: str | Path) 
                         "give the labels file of the data set the model was trained on")
 
 
-def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise DataError(f"labels file {path} does not exist")
-    if path.is_dir():
-        raise DataError(f"labels file {path} is a folder; give the file that lists the class names")
-    try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: drop the byte-order mark some editors write
-    except OSError as e:
-        raise DataError(f"cannot read labels file {path}: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"labels file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
 
 
 def _text_names(text: str, path: Path) -> list[str]:

@@ -186,7 +186,7 @@ class Predictor:
                      total: int | None = None, stats: StreamStats | None = None) -> Iterator[Prediction]:
         """Every path in input order, decoding in ``workers`` processes ahead of the model."""
         spec = self._active_spec()
-        items = decoded((str(p) for p in paths), spec, self.views, self.workers)
+        items = decoded((str(p) for p in paths), spec, self.views, self.workers, self.batch)
         with progress_bar(progress, unit="videos") as bar:
             task = bar.add_task("predicting", total=total)
             for item, logits in predict_stream(items, [self.runner], self.batch, stats):

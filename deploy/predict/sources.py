@@ -11,6 +11,7 @@ from pathlib import Path
 from tamdeploy.deploy.inputs.clips import ClipSpec, frame_images
 from tamdeploy.deploy.inputs.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 from tamdeploy.errors import DataError
+from tamdeploy.files import read_text_file
 
 LIST_SUFFIXES = (".txt", ".lst")
 
@@ -56,10 +57,7 @@ def _walk(directory: Path, spec: ClipSpec):
 
 
 def _listed(list_file: Path) -> list[str]:
-    try:
-        lines = list_file.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read the list {list_file}: {getattr(e, 'strerror', None) or e}") from e
+    lines = read_text_file(list_file, "list", "a list of videos, one path per line").splitlines()
     entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not entries:
         raise DataError(f"the list {list_file} names no videos")

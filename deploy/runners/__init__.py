@@ -6,8 +6,7 @@ hold the TensorRT and OpenVINO plumbing that each runner shares with its builder
 needs neither TensorRT, CUDA nor OpenVINO: backends import their optional libraries when activated.
 """
 
-from importlib import import_module
-from typing import Any
+from tamdeploy.lazy import lazy_attributes
 
 # name -> module, imported on first use: the ONNX Runtime and OpenVINO runners work without torch
 _PUBLIC = {
@@ -20,8 +19,4 @@ _PUBLIC = {
 }
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'tamdeploy.deploy.runners' has no attribute {name!r}")
-    return getattr(import_module(f"tamdeploy.deploy.runners.{_PUBLIC[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

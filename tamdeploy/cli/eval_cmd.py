@@ -17,7 +17,10 @@ from tamdeploy.cli.options import (
     LabelsOption,
     OVPrecisionOption,
     PerformanceOption,
+    RayAddressOption,
+    RayOption,
     StreamsOption,
+    ThreadsOption,
     TrustOption,
     ViewsOption,
     WorkersOption,
@@ -46,14 +49,12 @@ def eval(  # noqa: A001  (the command's name)
     views: ViewsOption = "1x1",
     batch: BatchOption = 8,
     workers: WorkersOption = None,
+    threads: ThreadsOption = None,
     backend: BackendOption = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Folder for report.json, predictions.jsonl and a confusion-matrix PNG per model.")] = None,
-    ray: Annotated[bool, typer.Option(
-        "--ray", help="Run on a Ray cluster (Ray Data: decoding on CPU tasks, the model on an actor pool): "
-                      "the one at --ray-address or RAY_ADDRESS, else a local Ray instance.")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        help="Address of the Ray cluster for --ray (host:port of its head, or ray://host:10001).")] = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
     ov_precision: OVPrecisionOption = None,
     performance: PerformanceOption = None,
     streams: StreamsOption = None,
@@ -74,7 +75,7 @@ def eval(  # noqa: A001  (the command's name)
         ray = True  # an address only makes sense on Ray
     report = evaluate(artifacts, ann, data_root=data_root, views=Views.parse(views), labels=labels, batch=batch,
                       workers=workers, backend=backend, trust_checkpoint=trust_checkpoint,
-                      openvino=openvino_options(ov_precision, performance, streams, cache_dir),
+                      openvino=openvino_options(ov_precision, performance, streams, cache_dir), threads=threads,
                       progress=not json_output, ray=ray, ray_address=ray_address)
     files = write_eval_outputs(report, out_dir) if out_dir is not None else {}
     if json_output:
@@ -90,20 +91,23 @@ def _print_report(report: EvalReport) -> None:
             ("videos", f"{report.evaluated} scored of {report.videos}"
                        + (f"; {len(report.failed)} could not be decoded" if report.failed else "")),
             ("views", f"{report.views} (clips x crops, scores averaged)"),
-            ("time", f"{report.seconds:.1f} s, {report.videos / report.seconds:.1f} videos/s "
-                     f"({report.engine}, {report.workers} decode worker(s), model {report.model_seconds:.1f} s)")]
+            ("time", f"{report.seconds:.1f} s, {report.videos / report.seconds:.1f} videos/s ({_engine(report)}; "
+                     f"loading the models {report.load_seconds:.1f} s)")]
     out.print(key_value_table("eval", rows))
     table = Table(title="accuracy", title_justify="left")
-    for column in ("model", "backend", "precision", "top-1", "top-5", "mean class", "top-1 vs first",
-                   "agrees with first"):
+    several = len(report.models) > 1
+    columns = ["model", "backend", "precision", "top-1", "top-5", "mean class"]
+    columns += ["top-1 vs first", "agrees with first"] if several else []
+    for column in columns:
         table.add_column(column, justify="left" if column in ("model", "backend", "precision") else "right")
     matrix = report.agreement_matrix()
     first = report.models[0].top1
     for i, m in enumerate(report.models):
-        delta = "" if i == 0 else f"{(m.top1 - first) * 100:+.2f} pt"
-        agrees = "" if i == 0 else f"{matrix[0][i]:.2%}"
-        table.add_row(escape(m.label), m.backend, m.precision or "?", f"{m.top1:.2%}", f"{m.top5:.2%}",
-                      f"{m.mean_class_accuracy:.2%}", delta, agrees)
+        cells = [escape(m.label), m.backend, m.precision or "?", f"{m.top1:.2%}", f"{m.top5:.2%}",
+                 f"{m.mean_class_accuracy:.2%}"]
+        if several:
+            cells += ["", ""] if i == 0 else [f"{(m.top1 - first) * 100:+.2f} pt", f"{matrix[0][i]:.2%}"]
+        table.add_row(*cells)
     out.print(table)
     for f in report.failed[:_FAILED_SHOWN]:
         warn(f"could not decode {f.source} (line {f.line}): {f.reason}")
@@ -111,3 +115,10 @@ def _print_report(report: EvalReport) -> None:
         warn(f"... and {len(report.failed) - _FAILED_SHOWN} more (all listed in --json and report.json)")
     for note in report.notes:
         info(f"note: {note}")
+
+
+def _engine(report: EvalReport) -> str:
+    if report.engine == "ray":
+        return "Ray: decoding on CPU tasks, the models on an actor pool"
+    workers = f"{report.workers} decode worker(s)" if report.workers else "decoding in this process"
+    return f"{workers}, in the models {report.model_seconds:.1f} s"

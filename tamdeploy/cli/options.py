@@ -58,9 +58,18 @@ LabelsOption = Annotated[Path | None, typer.Option(
 ViewsOption = Annotated[str, typer.Option(
     help="Test views per video, CLIPSxCROPS: 1x1 (centre crop of TSN's centre frames), 3x3, 10x3 (clips evenly "
          "spaced in time; 3 crops along the longer side); their scores are averaged.")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    help="Intra-op threads of the model's runtime (default: the runtime's; with decode workers on a small "
+         "machine, fewer threads leave cores to decoding).")]
 BatchOption = Annotated[int, typer.Option(help="Model inputs (views) per inference.")]
 WorkersOption = Annotated[int | None, typer.Option(
     help="Decode processes running ahead of the model (default: the cores less one; 0 decodes in this process).")]
+
+RayOption = Annotated[bool, typer.Option(
+    "--ray", help="Run on a Ray cluster (Ray Data: decoding on CPU tasks, the model on an actor pool): the one at "
+                  "--ray-address or RAY_ADDRESS, else a local Ray instance (pip install \"tamdeploy[ray]\").")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    help="Ray cluster for --ray: host:port of its head (what `ray start --head` printed), or ray://host:10001.")]
 
 OVPrecisionOption = Annotated[str | None, typer.Option(
     "--ov-precision", help="OpenVINO: inference precision fp32, bf16 or fp16 (default: what the IR was built "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,10 @@ from tamdeploy.cli.options import (
     LabelsOption,
     OVPrecisionOption,
     PerformanceOption,
+    RayAddressOption,
+    RayOption,
     StreamsOption,
+    ThreadsOption,
     TrustOption,
     ViewsOption,
     WorkersOption,
@@ -43,7 +47,10 @@ def predict(
     views: ViewsOption = "1x1",
     batch: BatchOption = 8,
     workers: WorkersOption = None,
+    threads: ThreadsOption = None,
     backend: BackendOption = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
     ov_precision: OVPrecisionOption = None,
     performance: PerformanceOption = None,
     streams: StreamsOption = None,
@@ -58,18 +65,28 @@ def predict(
     others go on. Exits 2 if no video could be used.
     """
     from tamdeploy.deploy.bench.setup import build_runners
-    from tamdeploy.deploy.predict.predictor import Predictor
+    from tamdeploy.deploy.predict.predictor import Prediction, Predictor
     from tamdeploy.deploy.predict.sources import expand_sources
 
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {top_k}")
     if out_file is not None and out_file.suffix.lower() not in OUT_SUFFIXES:
         raise DataError(f"--out {out_file}: write .jsonl or .csv")
-    ((_, runner),) = build_runners([str(artifact)], backend, False, None, None, trust_checkpoint,
-                                   openvino=openvino_options(ov_precision, performance, streams, cache_dir))
+    openvino = openvino_options(ov_precision, performance, streams, cache_dir)
+    make_runners = functools.partial(build_runners, [str(artifact)], backend, False, None, None, trust_checkpoint,
+                                     openvino, threads)
+    ((_, runner),) = make_runners()
     with Predictor(artifact, runner=runner, labels=labels, views=views, batch=batch, workers=workers) as predictor:
         sources = expand_sources(videos, predictor.spec)
-        results = list(predictor.predict_many(sources, progress=not json_output, total=len(sources)))
+        if ray or ray_address:
+            from tamdeploy.deploy.predict.ray_pipeline import ray_logits
+
+            logits, _ = ray_logits(sources, make_runners, predictor.spec, predictor.views, batch, ray_address,
+                                   runner.name.endswith(("tensorrt", "cuda")), not json_output)
+            results = [Prediction(source, None if out is None else out[0], error)
+                       for source, (out, error) in zip(sources, logits, strict=True)]
+        else:
+            results = list(predictor.predict_many(sources, progress=not json_output, total=len(sources)))
         names = predictor.class_names
     records = [r.to_dict(names, top_k) for r in results]
     failed = [r for r in results if not r.ok]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-
 from helpers.video import coded_frames, flat_colour, flat_frames, write_frame_folder, write_video
+
 from tamdeploy.deploy.inputs import video
 from tamdeploy.deploy.inputs.video import (
     FrameTransform,

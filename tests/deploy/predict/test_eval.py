@@ -1,9 +1,5 @@
-"""predict and eval on real mp4 data sets and a trained model (real accuracy, not random).
-
-The model is ACTION-Net (width 0.25, T=4, 32x32) trained in ~25 s on the synthetic-motion set of the
-precision tests (``helpers.motion``: the class is which frame holds a flash), exported, and built to an
-INT8 graph; the videos are mp4 files written with PyAV and read back through the real pipeline.
-"""
+"""predict and eval on real mp4 data sets and a trained model (real accuracy, not random): the
+``data`` fixture (``helpers.labelled_set``) trains ACTION-Net on the synthetic-motion clips."""
 
 from __future__ import annotations
 
@@ -13,51 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers.cli import invoke
-from helpers.motion import CLASSES, labels_of, render_clip, train, write_dataset
+from helpers.labelled_set import CLIPS, SIZE, SPEC, truth
+from helpers.motion import CLASSES, render_clip
 from helpers.video import coded_frames, write_frame_folder, write_garbage
 
-from tamdeploy.deploy.inputs.clips import ClipSpec
 from tamdeploy.deploy.predict.predictor import Predictor
-from tamdeploy.exporters.pipeline import export_checkpoint
-from tamdeploy.models import create_model, save_checkpoint
-from tamdeploy.models.config import IMAGENET_MEAN, IMAGENET_STD
 from tamdeploy.onnx_runtime import create_session
-
-T, SIZE, CLIPS = 4, 32, 48
-SPEC = ClipSpec(T, SIZE, IMAGENET_MEAN, IMAGENET_STD)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    """The trained model (checkpoint, ONNX, INT8 ONNX), a labelled mp4 set and its annotation files."""
-    root = tmp_path_factory.mktemp("eval")
-    model = create_model("action_r50", width=0.25, num_segments=T, input_size=SIZE, num_classes=len(CLASSES))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(model, SPEC, steps=60, batch_size=16, lr=3e-3)
-        checkpoint = save_checkpoint(model, None, root / "model.pt")
-        onnx_path = export_checkpoint(checkpoint, root / "model.onnx", verify=False).export.path
-    finally:
-        torch.set_num_threads(threads)
-    videos = write_dataset(root / "videos", CLIPS, seed=5)
-    calib = write_dataset(root / "calib", 16, seed=6)
-    int8 = root / "model.int8.onnx"
-    built = invoke("build", onnx_path, "--int8", "--calib", calib, "-o", int8, "--json")
-    assert built.exit_code == 0, built.stderr
-    names = root / "labels.txt"
-    names.write_text("\n".join(CLASSES) + "\n")
-    files = sorted(videos.glob("*.mp4"))
-    video_list = root / "val.txt"
-    video_list.write_text("".join(f"videos/{p.name} {labels_of([p.name])[0]}\n" for p in files))
-    return {"root": root, "ckpt": checkpoint, "onnx": onnx_path, "int8": int8, "videos": videos, "labels": names,
-            "list": video_list}
-
-
-def truth(paths: list[str]) -> np.ndarray:
-    return labels_of([Path(p).name for p in paths])
 
 
 def eval_json(*args) -> dict:
