@@ -13,15 +13,18 @@ import typer
 from tamdeploy import __version__
 from tamdeploy.cli.bench_cmd import bench
 from tamdeploy.cli.build_cmd import build
+from tamdeploy.cli.client_cmd import client
 from tamdeploy.cli.demo_cmd import demo
 from tamdeploy.cli.eval_cmd import eval
 from tamdeploy.cli.export_cmd import export
 from tamdeploy.cli.inspect_cmd import inspect
 from tamdeploy.cli.options import state
+from tamdeploy.cli.package_cmd import package
 from tamdeploy.cli.predict_cmd import predict
+from tamdeploy.cli.serve_cmd import serve
 from tamdeploy.cli.verify_cmd import verify
 
-COMMANDS = (inspect, export, build, verify, bench, predict, eval, demo)
+COMMANDS = (inspect, export, build, verify, bench, predict, eval, package, serve, client, demo)
 
 app = typer.Typer(
     name="tamdeploy",

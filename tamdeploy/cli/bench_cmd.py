@@ -23,10 +23,16 @@ from tamdeploy.errors import TamdeployError
 
 @user_errors
 def bench(
-    artifacts: Annotated[list[str], typer.Argument(
+    artifacts: Annotated[list[str] | None, typer.Argument(
         help="Checkpoints (.pt/.pth: PyTorch eager), ONNX files (ONNX Runtime), OpenVINO IRs (.xml) and "
              "engines (.plan: TensorRT), measured interleaved in one run; ratios are against the first. "
-             "PATH@BACKEND picks the runtime of one artifact: model.onnx model.onnx@openvino.")],
+             "PATH@BACKEND picks the runtime of one artifact: model.onnx model.onnx@openvino.")] = None,
+    server: Annotated[str | None, typer.Option(
+        help="Measure a served model instead: http://HOST:PORT or grpc://HOST:PORT (KServe v2, binary tensors).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --server: the model (default: the only classifier).")
+                     ] = None,
+    concurrency: Annotated[str, typer.Option(help="With --server: concurrent clients, comma-separated.")] = "1,4,16",
     backend: Annotated[str | None, typer.Option(help="Force a backend (pytorch, onnxruntime, openvino, tensorrt) "
                                                      "for every artifact; by default it follows the file type.")
                        ] = None,
@@ -57,12 +63,15 @@ def bench(
     Several artifacts run interleaved (round-robin each round, so noise hits all alike) and are
     reported with ratios against the first: `tamdeploy bench model.pth model.onnx --batch 1,4`.
     """
+    if server is not None:
+        _bench_server(server, model, concurrency, iters, artifacts, json_output)
+        return
     from tamdeploy.deploy.bench import plot_bench, run_benchmark
     from tamdeploy.deploy.bench.setup import build_runners, parse_batches
 
     if iters is not None and duration is not None:
         raise TamdeployError("give --iters or --duration, not both")
-    runners = build_runners(list(artifacts), backend, compile, input_size, num_segments, trust_checkpoint,
+    runners = build_runners(list(artifacts or []), backend, compile, input_size, num_segments, trust_checkpoint,
                             openvino=openvino_options(ov_precision, performance, streams, cache_dir))
     report = run_benchmark(runners, parse_batches(batch), warmup=warmup, iters=iters, duration=duration,
                            threads=threads, settle=settle_ms / 1000, progress=not json_output)
@@ -76,3 +85,16 @@ def bench(
     out.print(report.to_markdown(), markup=False, highlight=False)
     if plot is not None:
         info(f"plot written to {plot}")
+
+
+def _bench_server(url: str, model: str | None, concurrency: str, iters: int | None, artifacts: list[str] | None,
+                  json_output: bool) -> None:
+    from tamdeploy.deploy.serve.load import bench_server, parse_concurrency
+
+    if artifacts:
+        raise TamdeployError("give artifacts or --server, not both (a served model is measured on its own)")
+    report = bench_server(url, model, parse_concurrency(concurrency), requests=iters or 20)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        out.print(report.to_markdown(), markup=False, highlight=False)

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from tamdeploy.cli.options import (
     BackendOption,
@@ -28,7 +26,8 @@ from tamdeploy.cli.options import (
     openvino_options,
     user_errors,
 )
-from tamdeploy.console import info, out, print_json, warn
+from tamdeploy.cli.tables import print_predictions
+from tamdeploy.console import info, print_json, warn
 from tamdeploy.errors import DataError
 
 OUT_SUFFIXES = (".jsonl", ".csv")
@@ -96,7 +95,7 @@ def predict(
         print_json({"artifact": str(artifact), "views": str(predictor.views), "videos": len(results),
                     "failed": len(failed), "predictions": records, "out": str(out_file) if out_file else None})
     else:
-        _print_table(records, top_k)
+        print_predictions(records, top_k)
         for r in failed:
             warn(f"could not use {r.source}: {r.error}")
         info(f"{len(results) - len(failed)} of {len(results)} video(s) labelled"
@@ -104,21 +103,6 @@ def predict(
     if len(failed) == len(results):
         raise DataError(f"none of the {len(results)} video(s) could be decoded (first: {failed[0].source}: "
                         f"{failed[0].error})")
-
-
-def _print_table(records: list[dict], top_k: int) -> None:
-    table = Table(title_justify="left")
-    table.add_column("video")
-    table.add_column("top-1", justify="left")
-    if top_k > 1:
-        table.add_column(f"top-2..{top_k}", justify="left")
-    for record in records:
-        shown = [f"{escape(t['label'])} {t['score']:.3f}" for t in record["top_k"]]
-        cells = [shown[0] if shown else "[red]failed[/red]"]
-        if top_k > 1:
-            cells.append(", ".join(shown[1:]))
-        table.add_row(escape(Path(record["video"]).name), *cells)
-    out.print(table)
 
 
 def _write_records(records: list[dict], path: Path, top_k: int) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
+
+from tamdeploy.console import out
 
 
 def parity_table(title: str, comparisons: dict[str, Any], passed: bool | None = None) -> Table:
@@ -17,3 +21,19 @@ def parity_table(title: str, comparisons: dict[str, Any], passed: bool | None = 
     if passed is not None:
         table.caption = "[green]PASS[/green]" if passed else "[red]FAIL[/red]"
     return table
+
+
+def print_predictions(records: list[dict], top_k: int) -> None:
+    """Video, top-1 label and score, the rest of the top-k: the table predict and client print."""
+    table = Table(title_justify="left")
+    table.add_column("video")
+    table.add_column("top-1", justify="left")
+    if top_k > 1:
+        table.add_column(f"top-2..{top_k}", justify="left")
+    for record in records:
+        shown = [f"{escape(t['label'])} {t['score']:.3f}" for t in record["top_k"]]
+        cells = [shown[0] if shown else "[red]failed[/red]"]
+        if top_k > 1:
+            cells.append(", ".join(shown[1:]))
+        table.add_row(escape(Path(record["video"]).name), *cells)
+    out.print(table)

@@ -1,0 +1,97 @@
+"""tamdeploy serve."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tamdeploy.cli.options import JsonOption, user_errors
+from tamdeploy.console import info, out, print_json
+from tamdeploy.errors import DataError
+
+
+@user_errors
+def serve(
+    source: Annotated[Path | None, typer.Argument(
+        help="A model repository (tamdeploy package --triton) or a tamdeploy .onnx, packaged on the fly with "
+             "its video ensemble.")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port (KServe v2; 0: any free port).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: any free port).")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0: any free port).")] = 8002,
+    host: Annotated[str, typer.Option(help="Address to listen on. Keep 127.0.0.1 unless others must reach it.")
+                    ] = "127.0.0.1",
+    env: Annotated[Path | None, typer.Option(
+        help="The server's environment (default: $TAMDEPLOY_TRITON_ENV or ~/.cache/tamdeploy/triton-env).")] = None,
+    setup: Annotated[bool, typer.Option(
+        "--setup", help="Create the server's environment (downloads nvidia-pytriton's tritonserver, numpy<2, "
+                        "onnxruntime, PyAV; once) and exit.")] = False,
+    labels: Annotated[Path | None, typer.Option(help="Class names for an .onnx packaged on the fly.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Serve a model with a real Triton Inference Server on this machine (no container): health at
+    /v2/health/ready, metrics at :METRICS_PORT/metrics; Ctrl-C stops it and its children.
+
+    The server is the tritonserver that the nvidia-pytriton wheel bundles, in its own environment
+    (`tamdeploy serve --setup`, once): it runs ONNX models through ONNX Runtime inside its Python backend.
+    """
+    from tamdeploy.deploy.serve.server import (
+        ServerEnvironment,
+        TritonServer,
+        default_environment,
+        free_port,
+        local_repository,
+        setup_environment,
+    )
+
+    root = env or default_environment()
+    if setup:
+        environment = setup_environment(root, progress=not json_output)
+        if json_output:
+            print_json({"environment": str(root), "tritonserver": str(environment.binary)})
+        else:
+            out.print(f"Triton server environment ready at {root}")
+        return
+    if source is None:
+        raise DataError("name a model repository or an .onnx to serve (or --setup to prepare the server)")
+    environment = ServerEnvironment(root)
+    environment.check()
+    with tempfile.TemporaryDirectory(prefix="tamdeploy-serve-") as scratch:
+        workdir = Path(scratch)
+        repository = _repository(source, workdir, labels)
+        server = TritonServer(local_repository(repository, workdir), environment, workdir,
+                              port or free_port(), grpc_port or free_port(), metrics_port or free_port(), host)
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            with server:
+                ready = {"http": f"http://{server.http_url}", "grpc": f"grpc://{server.grpc_url}",
+                         "metrics": server.metrics_url, "pid": server.process.pid,
+                         "ready_seconds": round(server.ready_seconds, 2)}
+                if json_output:
+                    print_json(ready)
+                else:
+                    out.print(f"serving {source} on {ready['http']} and {ready['grpc']} (metrics {ready['metrics']}); "
+                              "Ctrl-C stops it")
+                while not stop.wait(0.5):
+                    if server.process.poll() is not None:
+                        raise DataError(f"tritonserver stopped by itself (code {server.process.returncode}): "
+                                        f"{server.failure_line()}")
+        except KeyboardInterrupt:
+            info("stopped")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _repository(source: Path, workdir: Path, labels: Path | None) -> Path:
+    from tamdeploy.deploy.serve.repository import PackageOptions, package_triton
+
+    if not source.exists():
+        raise DataError(f"{source} does not exist")
+    if source.is_dir():
+        return source
+    return package_triton(source, workdir / "packaged", PackageOptions(preprocess=True, labels=labels)).repository
