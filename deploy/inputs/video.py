@@ -214,20 +214,31 @@ def _demuxed_timestamps(container: av_module.container.InputContainer, stream: a
 
 @dataclass(frozen=True)
 class _Timeline:
-    """How many frames a video has and where frame i sits (its pts), plus half a frame's duration:
-    a decoded frame whose pts is within that of frame i's is frame i."""
+    """How many frames a video has and where frame i sits (its pts), plus how far a decoded frame's pts
+    may be from frame i's and still be frame i (rounding of the container's timestamps)."""
 
     count: int
     pts_of: Callable[[int], int] | None  # None: the container gives no timestamps; decode from the start
-    half_frame: Fraction  # in time-base units; a Fraction, since one frame may be a single unit (AVI)
+    tolerance: Fraction  # in time-base units
 
 
-def _timeline(container: av_module.container.InputContainer, stream: av_module.video.VideoStream) -> _Timeline:
+def _constant_rate_timeline(_container: av_module.container.InputContainer,
+                            stream: av_module.video.VideoStream) -> _Timeline | None:
+    """MP4/MOV count their frames in the sample table; at a constant frame rate, frame i sits at
+    ``start + i / rate``. Only a guess for variable-rate files (phones): a decoded frame that is not
+    within one time-base unit of where it should be sends the read to ``_demuxed_timeline``."""
     rate, base = stream.average_rate, stream.time_base
-    if stream.frames > 0 and rate and base:  # MP4/MOV: the sample table counts frames; constant frame rate
-        step = Fraction(1) / (Fraction(rate) * Fraction(base))  # one frame, in time-base units
-        start = stream.start_time or 0
-        return _Timeline(stream.frames, lambda i: start + round(i * step), step / 2)
+    if stream.frames <= 0 or not rate or not base:
+        return None
+    step = Fraction(1) / (Fraction(rate) * Fraction(base))  # one frame, in time-base units
+    start = stream.start_time or 0
+    return _Timeline(stream.frames, lambda i: start + round(i * step), min(step / 2, Fraction(1)))
+
+
+def _demuxed_timeline(container: av_module.container.InputContainer, stream: av_module.video.VideoStream
+                      ) -> _Timeline:
+    """Every frame's own pts, from a pass over the packets (read, not decoded): exact for any frame rate."""
+    container.seek(0)  # after a seeking attempt that failed, the demuxer is mid-file
     stamps = _demuxed_timestamps(container, stream)
     container.seek(0)
     if not stamps or any(t is None for t in stamps):
@@ -249,22 +260,27 @@ def _decode_seeking(container: av_module.container.InputContainer, stream: av_mo
                     timeline: _Timeline, indices: Sequence[int], convert: Callable) -> dict[int, np.ndarray]:
     wanted = sorted(set(indices))
     kept: dict[int, np.ndarray] = {}
+    frame = (timeline.pts_of(1) - timeline.pts_of(0)) if timeline.count > 1 else 1  # one frame, roughly
     frames = None
     position = None  # pts of the last decoded frame
     for index in wanted:
-        target = timeline.pts_of(index)
-        near = position is not None and position <= target <= position + _DECODE_ON_WITHIN * 2 * timeline.half_frame
+        try:
+            target = timeline.pts_of(index)
+        except IndexError:  # a container whose frame count and packets disagree
+            raise _NotReached(f"no timestamp for frame {index}") from None
+        near = position is not None and position <= target <= position + _DECODE_ON_WITHIN * frame
         if frames is None or not near:
             container.seek(target, stream=stream, backward=True, any_frame=False)
             frames = container.decode(stream)
-        for frame in frames:
-            if frame.pts is None:
+        for decoded in frames:
+            if decoded.pts is None:
                 raise _NotReached("a frame without a timestamp")
-            position = frame.pts
-            if frame.pts >= target - timeline.half_frame:
-                if frame.pts > target + timeline.half_frame:
-                    raise _NotReached(f"frame {index} is missing (next pts {frame.pts}, wanted {target})")
-                kept[index] = convert(frame)
+            position = decoded.pts
+            if decoded.pts >= target - timeline.tolerance:
+                if decoded.pts > target + timeline.tolerance:
+                    raise _NotReached(f"frame {index} is not where the timeline puts it (pts {decoded.pts}, "
+                                      f"wanted {target})")
+                kept[index] = convert(decoded)
                 break
         else:
             raise _NotReached(f"the stream ended before frame {index}")
@@ -305,20 +321,25 @@ def read_video_views(path: Path, num_segments: int, transform: FrameTransform, c
     av = _av()
     with _open(path) as container:
         stream = container.streams.video[0]
-        try:
-            timeline = _timeline(container, stream)
-        except av.FFmpegError as e:
-            raise UndecodableError(f"cannot read it: {_why(e)}") from e
-        if timeline.count == 0:
-            raise UndecodableError("it has no video frames")
-        choice = [clip_indices(timeline.count, num_segments, k, clips) for k in range(clips)]
-        needed = sorted({i for indices in choice for i in indices})
         kept = None
-        if timeline.pts_of is not None:
+        for make_timeline in (_constant_rate_timeline, _demuxed_timeline):
+            try:
+                timeline = make_timeline(container, stream)
+            except av.FFmpegError as e:
+                raise UndecodableError(f"cannot read it: {_why(e)}") from e
+            if timeline is None:
+                continue
+            if timeline.count == 0:
+                raise UndecodableError("it has no video frames")
+            choice = [clip_indices(timeline.count, num_segments, k, clips) for k in range(clips)]
+            needed = sorted({i for indices in choice for i in indices})
+            if timeline.pts_of is None:
+                break
             try:
                 kept = _decode_seeking(container, stream, timeline, needed, transform.views)
+                break
             except (_NotReached, av.FFmpegError):
-                kept = None  # decoding from the start settles what the file really holds
+                kept = None  # the next timeline, then decoding from the start, settle what the file holds
     if kept is None:
         kept, decoded = _decode_from_start(path, needed, transform.views)
         if len(kept) < len(needed):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tamdeploy.deploy.inputs.clips import ClipSpec, read_view_frames, read_views
-from tamdeploy.deploy.inputs.video import UndecodableError, Views
+from tamdeploy.deploy.inputs.video import Views
 from tamdeploy.errors import TamdeployError
 
 _WORKER_MODULES = ["tamdeploy.deploy.inputs.clips"]
@@ -32,7 +32,9 @@ _WORKER_MODULES = ["tamdeploy.deploy.inputs.clips"]
 
 @dataclass(frozen=True)
 class Decoded:
-    """One video's model inputs, ``views`` float32 ``[views, *sample_shape]``, or why there are none."""
+    """One video's views, uint8 frames ``[views, T, S, S, 3]`` from ``decoded`` (normalised on the model's
+    side: a quarter of the bytes between processes, and the normalising off the decoders' cores) or
+    float32 model input ``[views, *sample_shape]``; or why there are none."""
 
     index: int  # position in the input order
     source: str
@@ -52,14 +54,16 @@ def decode_one(source: str, spec: ClipSpec, views: Views, normalise: bool = True
     ``normalise=False``: the uint8 frames (``read_view_frames``)."""
     try:
         return (read_views if normalise else read_view_frames)(source, spec, views), None
-    except UndecodableError as e:
+    except TamdeployError as e:  # UndecodableError, a frame folder that cannot be listed, ...
         return None, str(e)
+    except OSError as e:  # a name too long for the file system, a permission, ...
+        return None, f"cannot read it: {e.strerror or e}"
 
 
 def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, batch: int = 1,
             ahead: int | None = None) -> Iterator[Decoded]:
-    """Each source decoded, in input order. ``workers=0`` decodes in this process, one at a time
-    (the same function: results are identical); otherwise ``workers`` processes decode up to ``ahead``
+    """Each source decoded to uint8 frames, in input order. ``workers=0`` decodes in this process, one at a
+    time (the same function: results are identical); otherwise ``workers`` processes decode up to ``ahead``
     videos ahead of the consumer. The default keeps the workers busy while the model runs a batch of
     ``batch`` inputs: the videos one batch takes, plus two per worker (measured: with two in all, a
     worker sat idle through every model call and a 1-worker eval ran at 0.71 of the decode rate)."""
@@ -67,7 +71,7 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
         raise TamdeployError(f"`workers` must be 0 or more, got {workers}")
     if workers == 0:
         for index, source in enumerate(sources):
-            yield Decoded(index, source, *decode_one(source, spec, views))
+            yield Decoded(index, source, *decode_one(source, spec, views, normalise=False))
         return
     ahead = max(1, ahead or -(-batch // views.count) + 2 * workers)
     context = multiprocessing.get_context("forkserver")
@@ -77,7 +81,7 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         def submit_next() -> None:
             for index, source in todo:
-                pending.append((index, source, pool.submit(decode_one, source, spec, views)))
+                pending.append((index, source, pool.submit(decode_one, source, spec, views, False)))
                 return
 
         for _ in range(ahead):
@@ -87,7 +91,8 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
             try:
                 result = future.result()
             except BrokenProcessPool:
-                raise TamdeployError(f"a decode worker died while decoding {source} (an FFmpeg crash, or out of "
-                                     "memory); run with `workers=0` to decode in one process") from None
+                raise TamdeployError(f"a decode worker died while decoding {source}: an FFmpeg crash, out of memory, "
+                                     "or (from a Python script) a script without `if __name__ == \"__main__\":`, "
+                                     "which worker processes re-run; `workers=0` decodes in this process") from None
             submit_next()
             yield Decoded(index, source, *result)

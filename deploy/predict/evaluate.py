@@ -25,6 +25,7 @@ from tamdeploy.deploy.predict.metrics import (
     confusion_matrix,
     mean_class_accuracy,
     per_class_accuracy,
+    top1,
     top_k_accuracy,
 )
 from tamdeploy.deploy.predict.predictor import StreamStats, model_spec, predict_stream, resolve_labels
@@ -51,14 +52,15 @@ class ModelScore:
     mean_class_accuracy: float
     per_class: list[float | None]
     confusion: np.ndarray
-    predicted: list[int]  # top-1 class per evaluated video, in annotation order
+    predicted: list[int]  # top-1 class per evaluated video, in annotation order (-1: non-finite logits)
+    non_finite: int = 0  # videos whose logits held NaN or inf (counted as misses)
 
     def to_dict(self, names: list[str] | None) -> dict[str, Any]:
         classes = names or [str(i) for i in range(len(self.per_class))]
         return {"artifact": self.label, "backend": self.backend, "precision": self.precision,
                 "top1": self.top1, "top5": self.top5, "mean_class_accuracy": self.mean_class_accuracy,
                 "per_class_accuracy": dict(zip(classes, self.per_class, strict=True)),
-                "confusion_matrix": self.confusion.tolist()}
+                "non_finite_videos": self.non_finite, "confusion_matrix": self.confusion.tolist()}
 
 
 @dataclass
@@ -88,6 +90,9 @@ class EvalReport:
         return [[agreement(a.predicted, b.predicted) for b in self.models] for a in self.models]
 
     def to_dict(self) -> dict[str, Any]:
+        return _finite(self._as_dict())
+
+    def _as_dict(self) -> dict[str, Any]:
         first = self.models[0].top1 if self.models else float("nan")
         return {
             "annotations": self.annotations, "format": self.format, "views": self.views,
@@ -108,8 +113,19 @@ class EvalReport:
                 for i, (source, label) in enumerate(zip(self.sources, self.labels, strict=True))]
 
 
+def _finite(value: Any) -> Any:
+    """NaN (nothing to average: a class with no videos) as null: strict JSON readers refuse NaN."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def score_model(label: str, runner: Runner, logits: np.ndarray, labels: np.ndarray, num_classes: int) -> ModelScore:
-    predicted = np.argmax(logits, axis=1) if len(logits) else np.zeros(0, dtype=np.int64)
+    predicted = top1(logits)
     matrix = confusion_matrix(labels, predicted, num_classes)
     empty = not len(labels)
     return ModelScore(
@@ -117,7 +133,7 @@ def score_model(label: str, runner: Runner, logits: np.ndarray, labels: np.ndarr
         top1=float("nan") if empty else top_k_accuracy(logits, labels, 1),
         top5=float("nan") if empty else top_k_accuracy(logits, labels, 5),
         mean_class_accuracy=mean_class_accuracy(matrix), per_class=per_class_accuracy(matrix), confusion=matrix,
-        predicted=[int(p) for p in predicted])
+        predicted=[int(p) for p in predicted], non_finite=int(np.sum(predicted < 0)))
 
 
 def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
@@ -146,6 +162,7 @@ def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data
         if ray:
             from tamdeploy.deploy.predict.ray_pipeline import ray_logits
 
+            stack.close()  # the actors load their own models: a GPU holds one copy, not two
             # the actors open their own runners: the same call, made where they run
             make_runners = functools.partial(build_runners, list(artifacts), backend, False, None, None,
                                              trust_checkpoint, openvino, threads)
@@ -164,9 +181,12 @@ def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data
         logits = np.stack([results[i][0][m] for i in kept]) if kept else np.zeros((0, num_classes), np.float32)
         models.append(score_model(label, runner, logits, truth, num_classes))
     seconds = time.perf_counter() - started
-    notes = []
     if not kept:
-        notes.append("no video could be decoded: nothing was scored")
+        first = failed[0]
+        raise DataError(f"none of the {len(items)} video(s) in {ann} could be decoded, so nothing was scored "
+                        f"(first: {first.source}, line {first.line}: {first.reason})")
+    notes = [f"{m.label}: {m.non_finite} video(s) gave NaN or infinite logits (counted as misses)"
+             for m in models if m.non_finite]
     return EvalReport(
         annotations=str(ann), format=annotations.format, views=str(views), videos=len(items), failed=failed,
         models=models, class_names=class_names, labels=truth.tolist(), sources=[str(items[i].source) for i in kept],
@@ -182,7 +202,8 @@ def _local_logits(sources: list[str], runners: list[Runner], spec, views: Views,
     results: list[tuple[list[np.ndarray] | None, str | None]] = []
     with progress_bar(progress, unit="videos") as bar:
         task = bar.add_task("evaluating", total=len(sources))
-        for item, logits in predict_stream(decoded(sources, spec, views, workers, batch), runners, batch, stats):
+        for item, logits in predict_stream(decoded(sources, spec, views, workers, batch), runners, batch, spec,
+                                           stats):
             results.append((logits, item.error))
             bar.advance(task)
     return results, stats

@@ -11,6 +11,8 @@ share one decoding pass: ``eval model.onnx model.int8.onnx`` decodes each video 
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,8 @@ class Prediction:
 
     @property
     def ok(self) -> bool:
-        return self.logits is not None
+        """Decoded, and the model gave finite logits (an FP16 overflow gives NaN or inf: not a label)."""
+        return self.logits is not None and bool(np.isfinite(self.logits).all())
 
     @property
     def label(self) -> int | None:
@@ -57,6 +60,8 @@ class Prediction:
         return [(int(i), float(probabilities[i])) for i in order]
 
     def to_dict(self, names: Sequence[str] | None, k: int) -> dict[str, Any]:
+        if self.logits is not None and not self.ok:
+            return {"video": self.source, "top_k": [], "error": "the model gave NaN or infinite logits"}
         top = [{"index": i, "label": names[i] if names else str(i), "score": round(p, 6)} for i, p in self.top(k)]
         return {"video": self.source, "top_k": top, "error": self.error}
 
@@ -86,47 +91,59 @@ def logits_of(runner: Runner, batch: np.ndarray) -> np.ndarray:
     return np.asarray(outputs[runner.output_names[0]], dtype=np.float32)
 
 
-def predict_stream(items: Iterable[Decoded], runners: Sequence[Runner], batch: int,
+def predict_stream(items: Iterable[Decoded], runners: Sequence[Runner], batch: int, spec: ClipSpec | None = None,
                    stats: StreamStats | None = None) -> Iterator[tuple[Decoded, list[np.ndarray] | None]]:
-    """(decoded video, one averaged logits vector per runner) in input order; None for a failed video."""
-    import time
+    """(decoded video, one averaged logits vector per runner) in input order; None for a failed video.
 
+    The models always run batches of exactly ``batch`` inputs (the last one may be smaller): a video's
+    views may be split across two batches, and its scores are averaged once all of them are in. So a
+    TensorRT profile or an OpenVINO compile for ``batch`` fits every call, whatever the views and failures.
+    ``spec``: normalise uint8 frames (what decode workers hand over) on the way in.
+    """
     if batch < 1:
         raise TamdeployError(f"`batch` must be at least 1, got {batch}")
     stats = stats if stats is not None else StreamStats()
-    group: list[Decoded] = []
+    waiting: deque[list] = deque()  # [item, rows still to run, per-runner logits rows so far]
+    rows: list[np.ndarray] = []  # inputs not yet run, in order
+    owners: list[list] = []  # the waiting entry each row belongs to
 
-    def flush() -> Iterator[tuple[Decoded, list[np.ndarray] | None]]:
-        usable = [d for d in group if d.views is not None]
-        per_runner: list[np.ndarray] = []
-        if usable:
-            inputs = np.concatenate([d.views for d in usable])
-            started = time.perf_counter()
-            per_runner = [logits_of(runner, inputs) for runner in runners]
-            stats.model_seconds += time.perf_counter() - started
-            stats.inputs += len(inputs)
-            stats.batches.append(len(inputs))
-        offset = 0
-        for d in group:
+    def run(count: int) -> None:
+        inputs = np.stack(rows[:count])
+        if spec is not None and inputs.dtype == np.uint8:
+            inputs = spec.normalise(inputs)
+        started = time.perf_counter()
+        outputs = [logits_of(runner, inputs) for runner in runners]
+        stats.model_seconds += time.perf_counter() - started
+        stats.inputs += count
+        stats.batches.append(count)
+        for i, owner in enumerate(owners[:count]):
+            owner[2].append([out[i] for out in outputs])
+            owner[1] -= 1
+        del rows[:count], owners[:count]
+
+    def finished() -> Iterator[tuple[Decoded, list[np.ndarray] | None]]:
+        while waiting and waiting[0][1] == 0:
+            item, _, per_view = waiting.popleft()
             stats.videos += 1
-            if d.views is None:
+            if item.views is None:
                 stats.failed += 1
-                yield d, None
-                continue
-            n = len(d.views)
-            yield d, [logits[offset:offset + n].mean(axis=0) for logits in per_runner]
-            offset += n
-        group.clear()
+                yield item, None
+            else:
+                yield item, [np.mean([view[r] for view in per_view], axis=0) for r in range(len(runners))]
 
-    pending_inputs = 0
     for item in items:
-        group.append(item)
-        pending_inputs += 0 if item.views is None else len(item.views)
-        if pending_inputs >= batch:
-            yield from flush()
-            pending_inputs = 0
-    if group:
-        yield from flush()
+        count = 0 if item.views is None else len(item.views)
+        entry = [item, count, []]
+        waiting.append(entry)
+        if count:
+            rows.extend(item.views)
+            owners.extend([entry] * count)
+        while len(rows) >= batch:
+            run(batch)
+        yield from finished()
+    if rows:
+        run(len(rows))
+    yield from finished()
 
 
 class Predictor:
@@ -137,13 +154,15 @@ class Predictor:
             print(p.predict("clip.mp4").top(5))
 
     ``views`` ("3x3" or ``Views``): test-time views averaged per video; ``batch``: model inputs per
-    inference; ``workers``: decode processes for ``predict_many`` (0: decode in this process; None: from
-    the core count). ``runner_options`` go to the runner (``open_runner``).
+    inference; ``workers``: decode processes for ``predict_many`` (default 0: decode in this process;
+    None: from the core count; worker processes re-run an unguarded script, so a script that uses them
+    needs ``if __name__ == "__main__":``, as PyTorch's DataLoader does). ``runner_options`` go to the
+    runner (``open_runner``).
     """
 
     def __init__(self, artifact: str | os.PathLike, *, backend: str | None = None,
                  labels: str | os.PathLike | Sequence[str] | None = None, views: str | Views | None = None,
-                 batch: int = 8, workers: int | None = None, runner: Runner | None = None,
+                 batch: int = 8, workers: int | None = 0, runner: Runner | None = None,
                  **runner_options: Any) -> None:
         from tamdeploy.deploy.runners.factory import open_runner
 
@@ -189,7 +208,7 @@ class Predictor:
         items = decoded((str(p) for p in paths), spec, self.views, self.workers, self.batch)
         with progress_bar(progress, unit="videos") as bar:
             task = bar.add_task("predicting", total=total)
-            for item, logits in predict_stream(items, [self.runner], self.batch, stats):
+            for item, logits in predict_stream(items, [self.runner], self.batch, spec, stats):
                 bar.advance(task)
                 yield Prediction(item.source, None if logits is None else logits[0], item.error)
 

@@ -45,6 +45,7 @@ def _import_ray(local: bool):
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` turns on (measured: every socket then listens on loopback);
     its token authentication (a file in ~/.ray) is off for the instance it starts and stops itself."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # a head that answers slowly: one line, not twenty
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -134,6 +135,13 @@ class ModelActor:
         return {"index": batch["index"], "error": batch["error"], "logits": out}
 
 
+def _pool_size(ray, needs_gpu: bool) -> int:
+    """One actor per GPU, or per live node on CPUs (each actor's runtime uses that node's cores)."""
+    if needs_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1)))
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+
+
 def ray_logits(sources: list[str], make_runners: Callable[[], list[tuple[str, Runner]]], spec: ClipSpec,
                views: Views, batch: int, address: str | None, needs_gpu: bool, progress: bool
                ) -> tuple[list[tuple[list[np.ndarray] | None, str | None]], StreamStats]:
@@ -158,7 +166,7 @@ def ray_logits(sources: list[str], make_runners: Callable[[], list[tuple[str, Ru
         dataset = dataset.map_batches(
             ModelActor, fn_constructor_kwargs={"make_runners": make_runners, "spec": spec},
             batch_size=max(1, -(-batch // views.count)), batch_format="numpy",
-            compute=ActorPoolStrategy(min_size=1, max_size=max(1, len(ray.nodes()))),
+            compute=ActorPoolStrategy(min_size=1, max_size=_pool_size(ray, needs_gpu)),
             num_cpus=0 if needs_gpu else 1, num_gpus=1 if needs_gpu else None)
         with progress_bar(progress, unit="videos") as bar:
             task = bar.add_task("evaluating on Ray", total=len(sources))

@@ -61,4 +61,15 @@ def _listed(list_file: Path) -> list[str]:
     entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not entries:
         raise DataError(f"the list {list_file} names no videos")
-    return [str(path if path.is_absolute() else list_file.parent / path) for path in map(Path, entries)]
+    return [_listed_path(entry, list_file.parent) for entry in entries]
+
+
+def _listed_path(entry: str, folder: Path) -> str:
+    """A line of a list: a path; or an mmaction2 annotation line (``path label``), whose path is used."""
+    path = Path(entry) if Path(entry).is_absolute() else folder / entry
+    if not path.exists():
+        head, _, tail = entry.rpartition(" ")
+        labelled = Path(head.strip()) if Path(head.strip()).is_absolute() else folder / head.strip()
+        if head and tail.lstrip("-").isdigit() and labelled.exists():
+            return str(labelled)
+    return str(path)

@@ -73,6 +73,10 @@ def eval(  # noqa: A001  (the command's name)
 
     if ray_address is not None and not ray:
         ray = True  # an address only makes sense on Ray
+    if out_dir is not None:
+        from tamdeploy.files import make_output_dir
+
+        make_output_dir(out_dir)  # before the work, not after it
     report = evaluate(artifacts, ann, data_root=data_root, views=Views.parse(views), labels=labels, batch=batch,
                       workers=workers, backend=backend, trust_checkpoint=trust_checkpoint,
                       openvino=openvino_options(ov_precision, performance, streams, cache_dir), threads=threads,

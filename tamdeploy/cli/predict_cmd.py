@@ -64,31 +64,42 @@ def predict(
     others go on. Exits 2 if no video could be used.
     """
     from tamdeploy.deploy.bench.setup import build_runners
+    from tamdeploy.deploy.predict.decoding import default_workers
     from tamdeploy.deploy.predict.predictor import Prediction, Predictor
     from tamdeploy.deploy.predict.sources import expand_sources
 
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {top_k}")
-    if out_file is not None and out_file.suffix.lower() not in OUT_SUFFIXES:
-        raise DataError(f"--out {out_file}: write .jsonl or .csv")
+    if out_file is not None:
+        from tamdeploy.files import check_writable
+
+        if out_file.suffix.lower() not in OUT_SUFFIXES:
+            raise DataError(f"--out {out_file}: write .jsonl or .csv")
+        check_writable(out_file)  # before the work, not after it
     openvino = openvino_options(ov_precision, performance, streams, cache_dir)
     make_runners = functools.partial(build_runners, [str(artifact)], backend, False, None, None, trust_checkpoint,
                                      openvino, threads)
     ((_, runner),) = make_runners()
-    with Predictor(artifact, runner=runner, labels=labels, views=views, batch=batch, workers=workers) as predictor:
+    predictor = Predictor(artifact, runner=runner, labels=labels, views=views, batch=batch,
+                          workers=default_workers() if workers is None else workers)
+    with predictor:
         sources = expand_sources(videos, predictor.spec)
-        if ray or ray_address:
-            from tamdeploy.deploy.predict.ray_pipeline import ray_logits
-
-            logits, _ = ray_logits(sources, make_runners, predictor.spec, predictor.views, batch, ray_address,
-                                   runner.name.endswith(("tensorrt", "cuda")), not json_output)
-            results = [Prediction(source, None if out is None else out[0], error)
-                       for source, (out, error) in zip(sources, logits, strict=True)]
-        else:
-            results = list(predictor.predict_many(sources, progress=not json_output, total=len(sources)))
         names = predictor.class_names
+        if not (ray or ray_address):
+            results = list(predictor.predict_many(sources, progress=not json_output, total=len(sources)))
+    if ray or ray_address:  # after the local model is closed: the actors load their own
+        from tamdeploy.deploy.predict.ray_pipeline import ray_logits
+
+        logits, _ = ray_logits(sources, make_runners, predictor.spec, predictor.views, batch, ray_address,
+                               runner.name.endswith(("tensorrt", "cuda")), not json_output)
+        results = [Prediction(source, None if out is None else out[0], error)
+                   for source, (out, error) in zip(sources, logits, strict=True)]
     records = [r.to_dict(names, top_k) for r in results]
-    failed = [r for r in results if not r.ok]
+    failed = [r for r, record in zip(results, records, strict=True) if record["error"]]
+    if len(failed) == len(results):  # before any output: --json prints one document, the error
+        first = records[results.index(failed[0])]
+        raise DataError(f"none of the {len(results)} video(s) could be labelled (first: {first['video']}: "
+                        f"{first['error']})")
     if out_file is not None:
         _write_records(records, out_file, top_k)
     if json_output:
@@ -96,13 +107,11 @@ def predict(
                     "failed": len(failed), "predictions": records, "out": str(out_file) if out_file else None})
     else:
         print_predictions(records, top_k)
-        for r in failed:
-            warn(f"could not use {r.source}: {r.error}")
+        for record in records:
+            if record["error"]:
+                warn(f"could not label {record['video']}: {record['error']}")
         info(f"{len(results) - len(failed)} of {len(results)} video(s) labelled"
              + (f"; records written to {out_file}" if out_file else ""))
-    if len(failed) == len(results):
-        raise DataError(f"none of the {len(results)} video(s) could be decoded (first: {failed[0].source}: "
-                        f"{failed[0].error})")
 
 
 def _write_records(records: list[dict], path: Path, top_k: int) -> None:

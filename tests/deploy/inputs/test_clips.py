@@ -138,12 +138,11 @@ def test_short_video_repeats_frames(tmp_path):
 
 def test_overcounted_video_samples_from_the_frames_that_decode(tmp_path, monkeypatch):
     path = write_video(tmp_path / "clip.mp4", flat_frames(20, 32, 32))
-    timeline = video._timeline  # a container that claims more frames than it has
+    def overcounting(real):  # a container that claims more frames than it has
+        return lambda container, stream: dataclasses.replace(real(container, stream), count=40)
 
-    def overcounted(container, stream):
-        return dataclasses.replace(timeline(container, stream), count=40)
-
-    monkeypatch.setattr(video, "_timeline", overcounted)
+    for name in ("_constant_rate_timeline", "_demuxed_timeline"):
+        monkeypatch.setattr(video, name, overcounting(getattr(video, name)))
     (clip,) = clips(path, spec(input_size=32))
     back = pixels(clip.array, MEAN, STD)[:, 16, 16]
     np.testing.assert_allclose(back, [flat_colour(i) for i in segment_indices(20, 8)], atol=5)
