@@ -33,6 +33,16 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+# FFmpeg's decoder threads: 0 lets FFmpeg use every core (one process decoding alone); decode workers
+# share the cores among themselves (``set_decoder_threads``, from ``tamdeploy.deploy.predict.decoding``).
+_decoder_threads = 0
+
+
+def set_decoder_threads(count: int) -> None:
+    global _decoder_threads
+    _decoder_threads = count
+
+
 class UndecodableError(DataError):
     """One file that cannot be turned into frames; a directory walk skips it and goes on."""
 
@@ -189,6 +199,8 @@ def _open(path: Path) -> av_module.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise UndecodableError("it has no video stream")
+    if _decoder_threads:
+        container.streams.video[0].codec_context.thread_count = _decoder_threads
     return container
 
 

@@ -175,7 +175,9 @@ def local_repository(repository: Path, workdir: Path) -> Path:
             config.backend, config.platform = "python", ""
             config.parameters["onnx_file"].string_value = config.default_model_filename or "model.onnx"
             config.default_model_filename = "model.py"
-            config.parameters["intra_op_threads"].string_value = "0"
+            # instances share the cores: two instances on two cores run one thread each
+            instances = sum(group.count for group in config.instance_group) or 1
+            config.parameters["intra_op_threads"].string_value = str(max(1, (os.cpu_count() or 1) // instances))
             path.write_text(text_format.MessageToString(config))
             for version in (p for p in path.parent.iterdir() if p.is_dir() and p.name.isdigit()):
                 (version / "model.py").write_text(runner)

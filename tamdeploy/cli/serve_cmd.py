@@ -31,6 +31,10 @@ def serve(
         "--setup", help="Create the server's environment (downloads nvidia-pytriton's tritonserver, numpy<2, "
                         "onnxruntime, PyAV; once) and exit.")] = False,
     labels: Annotated[Path | None, typer.Option(help="Class names for an .onnx packaged on the fly.")] = None,
+    instances: Annotated[int, typer.Option(
+        help="Model instances for an .onnx packaged on the fly; the cores are shared among them (on 2 cores, 2 "
+             "instances served 4 clients at 2.2x one client's rate, 1 instance at 1.3x but with lower latency).")
+    ] = 1,
     json_output: JsonOption = False,
 ) -> None:
     """Serve a model with a real Triton Inference Server on this machine (no container): health at
@@ -62,7 +66,7 @@ def serve(
     environment.check()
     with tempfile.TemporaryDirectory(prefix="tamdeploy-serve-") as scratch:
         workdir = Path(scratch)
-        repository = _repository(source, workdir, labels)
+        repository = _repository(source, workdir, labels, instances)
         server = TritonServer(local_repository(repository, workdir), environment, workdir,
                               port or free_port(), grpc_port or free_port(), metrics_port or free_port(), host)
         stop = threading.Event()
@@ -87,11 +91,12 @@ def serve(
             signal.signal(signal.SIGTERM, previous)
 
 
-def _repository(source: Path, workdir: Path, labels: Path | None) -> Path:
+def _repository(source: Path, workdir: Path, labels: Path | None, instances: int) -> Path:
     from tamdeploy.deploy.serve.repository import PackageOptions, package_triton
 
     if not source.exists():
         raise DataError(f"{source} does not exist")
     if source.is_dir():
         return source
-    return package_triton(source, workdir / "packaged", PackageOptions(preprocess=True, labels=labels)).repository
+    options = PackageOptions(preprocess=True, labels=labels, instances=instances)
+    return package_triton(source, workdir / "packaged", options).repository
