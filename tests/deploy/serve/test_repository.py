@@ -156,6 +156,19 @@ def test_local_repository_runs_onnx_through_the_python_backend(tiny_onnx, tmp_pa
     assert parse(tmp_path / "repo" / "tiny" / "config.pbtxt").backend == "onnxruntime"  # the original is untouched
 
 
+def test_a_repository_that_does_not_validate_is_one_line(tiny_onnx, tmp_path):
+    from tamdeploy.deploy.serve.server import local_repository
+    from tamdeploy.errors import DataError
+
+    package_triton(tiny_onnx, tmp_path / "repo")
+    config = tmp_path / "repo" / "tiny" / "config.pbtxt"
+    config.write_text(config.read_text().replace("KIND_CPU", "KIND_TPU"))
+    with pytest.raises(DataError, match="does not validate against Triton's model config"):
+        local_repository(tmp_path / "repo", tmp_path / "work")
+    with pytest.raises(DataError, match="holds no models"):
+        local_repository(tmp_path / "work" / "repository" / "tiny" / "1", tmp_path / "other")
+
+
 def test_serving_path_imports_no_torch(tiny_onnx, tmp_path):
     """package (from an ONNX file), the server's launcher, the client and the load generator, with torch
     made unimportable; the Python-backend models compile (they run in Triton's stub, not here)."""
