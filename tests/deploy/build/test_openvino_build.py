@@ -105,8 +105,11 @@ def test_build_run_and_verify_every_precision(exported, tmp_path, arch, precisio
             assert not verdict["passed"] and logits["rel_l2_error"] < 5e-2
         else:
             assert verdict["passed"] and logits["rel_l2_error"] < 1e-5
-    elif precision == "bf16":  # random weights leave near-ties, so top-1 is the trained tests' business
-        assert logits["cosine_similarity"] >= 0.995
+    elif precision == "bf16":
+        # Random weights: ACTION-Net's bf16 cosine measured 0.9931-0.997 across runs of this same test (it failed
+        # 1 in 3 at verify's 0.995), so the pipeline is checked here and the bf16 criterion itself on the trained
+        # models (test_precision.py::test_openvino_bf16_agrees_with_fp32); top-1 likewise, random weights tie.
+        assert logits["cosine_similarity"] >= 0.99
     else:  # random weights and random calibration: INT8 accuracy is the trained tests' business
         assert logits["cosine_similarity"] > 0.9
 
