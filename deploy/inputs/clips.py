@@ -32,10 +32,7 @@ from tamdeploy.deploy.inputs.video import (
     UndecodableError,
     Views,
     natural_key,
-    read_frame_folder,
     read_frame_folder_views,
-    read_image,
-    read_video,
     read_video_views,
 )
 from tamdeploy.errors import DataError
@@ -134,10 +131,11 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
+    """One thing under a PATH that gives clips."""
+
     path: Path
     kind: str  # "video" | "image" | "frames" | "npy"
-    images: tuple[Path, ...] = ()  # a frame folder's images, in frame order
 
 
 def _entries(directory: Path) -> list[Path]:
@@ -148,14 +146,14 @@ def _entries(directory: Path) -> list[Path]:
     return sorted((p for p in children if not p.name.startswith(".")), key=natural_key)
 
 
-def _walk(directory: Path, spec: ClipSpec) -> Iterator[_Source]:
+def _walk(directory: Path, spec: ClipSpec) -> Iterator[Source]:
     """For a video model, a directory of images and nothing else is one frame folder; images beside
     videos, arrays or subdirectories are not frames of one clip, so they are left out (with a warning)."""
     entries = _entries(directory)
     images = [e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS and e.is_file()]
     if spec.is_video and images:
         if not any(e.is_dir() or e.suffix.lower() in (*VIDEO_EXTENSIONS, ".npy") for e in entries):
-            yield _Source(directory, "frames", tuple(images))
+            yield Source(directory, "frames")
             return
         warn(f"{directory}: left out {len(images)} image(s) that sit beside videos, arrays or folders "
              "(a frame folder holds only the frames of one clip)")
@@ -164,11 +162,11 @@ def _walk(directory: Path, spec: ClipSpec) -> Iterator[_Source]:
         if entry.is_dir():
             yield from _walk(entry, spec)
         elif suffix in VIDEO_EXTENSIONS:
-            yield _Source(entry, "video")
+            yield Source(entry, "video")
         elif suffix == ".npy":
-            yield _Source(entry, "npy")
+            yield Source(entry, "npy")
         elif suffix in IMAGE_EXTENSIONS and not spec.is_video:
-            yield _Source(entry, "image")
+            yield Source(entry, "image")
 
 
 def _kinds_wanted(spec: ClipSpec) -> str:
@@ -176,7 +174,7 @@ def _kinds_wanted(spec: ClipSpec) -> str:
     return f"videos ({', '.join(VIDEO_EXTENSIONS)}), {things} or .npy arrays"
 
 
-def _find_sources(path: str | Path, spec: ClipSpec) -> list[_Source]:
+def find_sources(path: str | Path, spec: ClipSpec) -> list[Source]:
     """Everything under PATH that can give clips, in a fixed (sorted by name) order."""
     path = Path(path)
     if not path.exists():
@@ -188,14 +186,14 @@ def _find_sources(path: str | Path, spec: ClipSpec) -> list[_Source]:
         return sources
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
-        return [_Source(path, "video")]
+        return [Source(path, "video")]
     if suffix == ".npy":
-        return [_Source(path, "npy")]
+        return [Source(path, "npy")]
     if suffix in IMAGE_EXTENSIONS:
         if spec.is_video:
             raise DataError(f"{path} is a single image, but the model takes clips of {spec.num_segments} frames: "
                             "give a video or a folder of frames")
-        return [_Source(path, "image")]
+        return [Source(path, "image")]
     raise DataError(f"{path}: unsupported file type '{path.suffix}'; expected {_kinds_wanted(spec)}")
 
 
@@ -222,19 +220,6 @@ def _npy_clips(path: Path, spec: ClipSpec) -> Iterator[Clip]:
         if not np.isfinite(clip).all():
             raise DataError(f"{path}{f'[{i}]' if batched else ''} holds NaN or infinite values")
         yield Clip(f"{path}[{i}]" if batched else str(path), clip)
-
-
-def _decoded_clip(source: _Source, spec: ClipSpec) -> Clip:
-    transform = FrameTransform(spec.input_size, spec.scale_size if spec.resize else None)
-    if source.kind == "image":
-        frames = read_image(source.path, transform)
-    elif source.kind == "frames":
-        frames = read_frame_folder(source.images, spec.num_segments or 1, transform)
-    else:
-        frames = read_video(source.path, spec.num_segments or 1, transform)
-    if not spec.is_video and frames.ndim == 4:
-        frames = frames[0]
-    return Clip(str(source.path), spec.normalise(frames))
 
 
 def frame_images(directory: Path) -> list[Path]:
@@ -277,11 +262,11 @@ def read_view_frames(path: str | Path, spec: ClipSpec, views: Views | None = Non
     return frames
 
 
-def _clips_of(source: _Source, spec: ClipSpec) -> Iterator[Clip]:
+def _clips_of(source: Source, spec: ClipSpec) -> Iterator[Clip]:
     if source.kind == "npy":
         yield from _npy_clips(source.path, spec)
     else:
-        yield _decoded_clip(source, spec)
+        yield Clip(str(source.path), read_views(source.path, spec)[0])  # the one test view: TSN's
 
 
 def iter_clips(path: str | Path, spec: ClipSpec, limit: int | None = None, progress: bool = True,
@@ -292,11 +277,11 @@ def iter_clips(path: str | Path, spec: ClipSpec, limit: int | None = None, progr
     could be used, the iteration ends with a DataError."""
     if limit is not None and limit < 1:
         raise DataError(f"the number of samples must be at least 1, got {limit}")
-    sources = _find_sources(path, spec)
+    sources = find_sources(path, spec)
     return _iterate(Path(path), sources, spec, limit, progress, summary if summary is not None else DataSummary())
 
 
-def _iterate(path: Path, sources: list[_Source], spec: ClipSpec, limit: int | None, progress: bool,
+def _iterate(path: Path, sources: list[Source], spec: ClipSpec, limit: int | None, progress: bool,
              summary: DataSummary) -> Iterator[Clip]:
     count = 0
     with progress_bar(progress) as bar:

@@ -204,11 +204,6 @@ def _open(path: Path) -> av_module.container.InputContainer:
     return container
 
 
-def count_frames(path: Path) -> int:
-    """Frames in the first video stream, by demuxing (no decoding)."""
-    with _open(path) as container:
-        return len(_demuxed_timestamps(container, container.streams.video[0]))
-
 
 def _demuxed_timestamps(container: av_module.container.InputContainer, stream: av_module.video.VideoStream
                         ) -> list[int | None]:
@@ -272,7 +267,7 @@ def _decode_seeking(container: av_module.container.InputContainer, stream: av_mo
                     timeline: _Timeline, indices: Sequence[int], convert: Callable) -> dict[int, np.ndarray]:
     wanted = sorted(set(indices))
     kept: dict[int, np.ndarray] = {}
-    frame = (timeline.pts_of(1) - timeline.pts_of(0)) if timeline.count > 1 else 1  # one frame, roughly
+    frame_step = (timeline.pts_of(1) - timeline.pts_of(0)) if timeline.count > 1 else 1  # one frame, roughly
     frames = None
     position = None  # pts of the last decoded frame
     for index in wanted:
@@ -280,7 +275,7 @@ def _decode_seeking(container: av_module.container.InputContainer, stream: av_mo
             target = timeline.pts_of(index)
         except IndexError:  # a container whose frame count and packets disagree
             raise _NotReached(f"no timestamp for frame {index}") from None
-        near = position is not None and position <= target <= position + _DECODE_ON_WITHIN * frame
+        near = position is not None and position <= target <= position + _DECODE_ON_WITHIN * frame_step
         if frames is None or not near:
             container.seek(target, stream=stream, backward=True, any_frame=False)
             frames = container.decode(stream)
@@ -364,18 +359,9 @@ def read_video_views(path: Path, num_segments: int, transform: FrameTransform, c
                      for indices in choice for crop in range(transform.crops)])
 
 
-def read_video(path: Path, num_segments: int, transform: FrameTransform) -> np.ndarray:
-    """``num_segments`` frames of a video chosen by ``segment_indices``: uint8 ``[T, S, S, 3]``
-    (the centre crop)."""
-    return read_video_views(path, num_segments, FrameTransform(transform.size, transform.scale_size))[0]
-
-
-def read_image(path: Path, transform: FrameTransform) -> np.ndarray:
-    """One image file (anything FFmpeg reads: JPEG, PNG, BMP) as uint8 ``[S, S, 3]`` (the first crop)."""
-    return _read_image_views(path, transform)[0]
-
 
 def _read_image_views(path: Path, transform: FrameTransform) -> np.ndarray:
+    """One image file (anything FFmpeg reads: JPEG, PNG, BMP) as uint8 crops ``[crops, S, S, 3]``."""
     av = _av()
     with _open(path) as container:
         try:
@@ -402,7 +388,3 @@ def read_frame_folder_views(images: Sequence[Path], num_segments: int, transform
     return np.stack([np.stack([decoded[i][crop] for i in indices])
                      for indices in choice for crop in range(transform.crops)])
 
-
-def read_frame_folder(images: Sequence[Path], num_segments: int, transform: FrameTransform) -> np.ndarray:
-    """The centre-crop clip of a frame folder: uint8 ``[T, S, S, 3]``."""
-    return read_frame_folder_views(images, num_segments, FrameTransform(transform.size, transform.scale_size))[0]

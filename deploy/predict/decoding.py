@@ -46,10 +46,14 @@ class Decoded:
     error: str | None = None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
-    """Decode workers when not told: the cores this process may use, less one for the model (at least 1)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    """Decode workers when not told: the usable cores less one for the model (at least 1)."""
+    return max(1, usable_cores() - 1)
 
 
 def decode_one(source: str, spec: ClipSpec, views: Views, normalise: bool = True
@@ -82,7 +86,7 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
     context.set_forkserver_preload(_WORKER_MODULES)
     pending: deque[tuple[int, str, Future]] = deque()
     todo = iter(enumerate(sources))
-    threads = max(1, len(os.sched_getaffinity(0)) // workers) if hasattr(os, "sched_getaffinity") else 1
+    threads = max(1, usable_cores() // workers)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=set_decoder_threads, initargs=(threads,)) as pool:
         def submit_next() -> None:
             for index, source in todo:

@@ -160,15 +160,14 @@ def evaluate(artifacts: list[str | os.PathLike], ann: str | os.PathLike, *, data
         load_seconds = time.perf_counter() - loading
         started = time.perf_counter()
         if ray:
-            from tamdeploy.deploy.predict.ray_pipeline import ray_logits
+            from tamdeploy.deploy.predict.ray_pipeline import needs_gpu, ray_logits
 
             stack.close()  # the actors load their own models: a GPU holds one copy, not two
             # the actors open their own runners: the same call, made where they run
             make_runners = functools.partial(build_runners, list(artifacts), backend, False, None, None,
                                              trust_checkpoint, openvino, threads)
-            needs_gpu = any(runner.name.endswith(("tensorrt", "cuda")) for runner in runners)
             results, stats = ray_logits([str(i.source) for i in items], make_runners, spec, views, batch, ray_address,
-                                        needs_gpu, progress)
+                                        needs_gpu(runners), progress)
         else:
             results, stats = _local_logits([str(i.source) for i in items], runners, spec, views, batch, workers,
                                            progress)

@@ -135,15 +135,20 @@ class ModelActor:
         return {"index": batch["index"], "error": batch["error"], "logits": out}
 
 
-def _pool_size(ray, needs_gpu: bool) -> int:
+def needs_gpu(runners: list[Runner]) -> bool:
+    """Whether the actors must ask Ray for a GPU: a TensorRT engine or a CUDA execution provider."""
+    return any(runner.name.endswith(("tensorrt", "cuda")) for runner in runners)
+
+
+def _pool_size(ray, gpu: bool) -> int:
     """One actor per GPU, or per live node on CPUs (each actor's runtime uses that node's cores)."""
-    if needs_gpu:
+    if gpu:
         return max(1, int(ray.cluster_resources().get("GPU", 1)))
     return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
 
 
 def ray_logits(sources: list[str], make_runners: Callable[[], list[tuple[str, Runner]]], spec: ClipSpec,
-               views: Views, batch: int, address: str | None, needs_gpu: bool, progress: bool
+               views: Views, batch: int, address: str | None, gpu: bool, progress: bool
                ) -> tuple[list[tuple[list[np.ndarray] | None, str | None]], StreamStats]:
     """Per source, in input order: (one averaged logits vector per model, None) or (None, reason)."""
     from tamdeploy.console import progress_bar
@@ -156,7 +161,7 @@ def ray_logits(sources: list[str], make_runners: Callable[[], list[tuple[str, Ru
         context = DataContext.get_current()
         context.enable_progress_bars = False  # tamdeploy's own bar below
         context.print_on_execution_start = False
-        if needs_gpu and ray.cluster_resources().get("GPU", 0) < 1:
+        if gpu and ray.cluster_resources().get("GPU", 0) < 1:
             # Ray Data would wait forever for a GPU the cluster does not have
             raise TamdeployError("the model needs a GPU (TensorRT / CUDA) but the Ray cluster has none")
         dataset = ray.data.from_items([{"index": i, "path": s} for i, s in enumerate(sources)])
@@ -166,8 +171,8 @@ def ray_logits(sources: list[str], make_runners: Callable[[], list[tuple[str, Ru
         dataset = dataset.map_batches(
             ModelActor, fn_constructor_kwargs={"make_runners": make_runners, "spec": spec},
             batch_size=max(1, -(-batch // views.count)), batch_format="numpy",
-            compute=ActorPoolStrategy(min_size=1, max_size=_pool_size(ray, needs_gpu)),
-            num_cpus=0 if needs_gpu else 1, num_gpus=1 if needs_gpu else None)
+            compute=ActorPoolStrategy(min_size=1, max_size=_pool_size(ray, gpu)),
+            num_cpus=0 if gpu else 1, num_gpus=1 if gpu else None)
         with progress_bar(progress, unit="videos") as bar:
             task = bar.add_task("evaluating on Ray", total=len(sources))
             for row in dataset.iter_rows():

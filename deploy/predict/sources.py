@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tamdeploy.deploy.inputs.clips import ClipSpec, frame_images
-from tamdeploy.deploy.inputs.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
+from tamdeploy.deploy.inputs.clips import ClipSpec, find_sources
 from tamdeploy.errors import DataError
 from tamdeploy.files import read_text_file
 
@@ -17,43 +16,20 @@ LIST_SUFFIXES = (".txt", ".lst")
 
 
 def expand_sources(paths: Sequence[str | Path], spec: ClipSpec) -> list[str]:
-    """Every input PATHS name, in order (folders walked in natural name order)."""
+    """Every input PATHS name, in order: folders walked as verify and bench walk them (``find_sources``),
+    list files read line by line."""
     found: list[str] = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            raise DataError(f"{path} does not exist")
-        if path.is_dir():
-            walked = list(_walk(path, spec))
-            if not walked:
-                raise DataError(f"{path} holds no videos ({', '.join(VIDEO_EXTENSIONS)})"
-                                + ("" if spec.is_video else " or images"))
-            found += walked
-        elif path.suffix.lower() in LIST_SUFFIXES:
+        if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
             found += _listed(path)
-        elif path.suffix.lower() in VIDEO_EXTENSIONS or path.suffix.lower() in IMAGE_EXTENSIONS:
-            found.append(str(path))
-        else:
-            raise DataError(f"{path}: unsupported file type {path.suffix!r}; give videos "
-                            f"({', '.join(VIDEO_EXTENSIONS)}), frame folders, images, folders or a list file (.txt)")
+            continue
+        for source in find_sources(path, spec):  # a missing path or an unsupported file: one line
+            if source.kind == "npy":
+                raise DataError(f"{source.path}: predict labels videos, frame folders and images; .npy arrays are "
+                                "model inputs for verify and bench")
+            found.append(str(source.path))
     return found
-
-
-def _walk(directory: Path, spec: ClipSpec):
-    """A folder holding only images is one clip (a frame folder) for a video model; otherwise its videos,
-    its images (image models) and its subfolders, in natural name order."""
-    children = sorted((p for p in directory.iterdir() if not p.name.startswith(".")), key=natural_key)
-    files = [p for p in children if p.is_file()]
-    if spec.is_video and files and not any(p.is_dir() for p in children) and frame_images(directory) \
-            and not any(p.suffix.lower() in VIDEO_EXTENSIONS for p in files):
-        yield str(directory)
-        return
-    for child in children:
-        suffix = child.suffix.lower()
-        if child.is_dir():
-            yield from _walk(child, spec)
-        elif suffix in VIDEO_EXTENSIONS or (suffix in IMAGE_EXTENSIONS and not spec.is_video):
-            yield str(child)
 
 
 def _listed(list_file: Path) -> list[str]:

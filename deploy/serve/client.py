@@ -46,6 +46,7 @@ class ServerClient:
         self.timeout = timeout
         kwargs = {"network_timeout": timeout, "connection_timeout": timeout} if self.address.protocol == "http" else {}
         self.client = module.InferenceServerClient(self.address.hostport, **kwargs)
+        self._metadata: dict[str, dict[str, Any]] = {}  # a model's I/O does not change while it is served
 
     def close(self) -> None:
         self.client.close()
@@ -71,7 +72,12 @@ class ServerClient:
         return [entry["name"] for entry in entries]
 
     def metadata(self, model: str) -> dict[str, Any]:
-        """Inputs and outputs with their shapes (-1 for the batch axis) and datatypes."""
+        """Inputs and outputs with their shapes (-1 for the batch axis) and datatypes (asked once per model)."""
+        if model not in self._metadata:
+            self._metadata[model] = self._fetch_metadata(model)
+        return self._metadata[model]
+
+    def _fetch_metadata(self, model: str) -> dict[str, Any]:
         meta = self.client.get_model_metadata(model)
         if isinstance(meta, dict):
             return meta

@@ -88,10 +88,10 @@ def predict(
         if not (ray or ray_address):
             results = list(predictor.predict_many(sources, progress=not json_output, total=len(sources)))
     if ray or ray_address:  # after the local model is closed: the actors load their own
-        from tamdeploy.deploy.predict.ray_pipeline import ray_logits
+        from tamdeploy.deploy.predict.ray_pipeline import needs_gpu, ray_logits
 
         logits, _ = ray_logits(sources, make_runners, predictor.spec, predictor.views, batch, ray_address,
-                               runner.name.endswith(("tensorrt", "cuda")), not json_output)
+                               needs_gpu([runner]), not json_output)
         results = [Prediction(source, None if out is None else out[0], error)
                    for source, (out, error) in zip(sources, logits, strict=True)]
     records = [r.to_dict(names, top_k) for r in results]
