@@ -101,8 +101,10 @@ def test_build_run_and_verify_every_precision(exported, tmp_path, arch, precisio
     assert verdict["precision"] == expected
     logits = verdict["outputs"]["logits"]
     if precision == "fp32":
-        if arch == "action_r50":  # the open deviation above: verify holds it to FP32's limit and says FAIL
-            assert not verdict["passed"] and logits["rel_l2_error"] < 5e-2
+        if arch == "action_r50":  # the open deviation above comes and goes between runs (issue 15): bounded,
+            # and verify's verdict follows FP32's limit either way (it passed once in CI, failing this assertion)
+            assert logits["rel_l2_error"] < 5e-2
+            assert verdict["passed"] == (logits["rel_l2_error"] <= 1e-5 and logits["top5_agreement"] == 1.0)
         else:
             assert verdict["passed"] and logits["rel_l2_error"] < 1e-5
     elif precision == "bf16":
