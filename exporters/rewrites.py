@@ -20,6 +20,7 @@ from torch import nn
 
 import tamdeploy.plugins.tam_op  # noqa: F401  (registers torch.ops.tamdeploy.tam_aggregate)
 from tamdeploy.errors import ExportError
+from tamdeploy.exporters.action_stats import tap_matrix
 
 ACTION_PARTS = ("net", "action_shift", "action_p1_conv1", "action_p2_squeeze", "action_p2_conv1",
                 "action_p2_expand", "action_p3_squeeze", "action_p3_bn1", "action_p3_conv1",
@@ -128,20 +129,12 @@ def _per_channel(value: float, c: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((1, c), value, dtype=like.dtype, device=like.device)
 
 
-def _lines_read(size: int) -> list[list[float]]:
-    """[size][3]: 1 where a 3x3 'same' conv's tap offset -1, 0, +1 reads that row (or column); offset -1
-    never reads the last line, +1 never the first."""
-    return [[float(i != size - 1), 1.0, float(i != 0)] for i in range(size)]
-
-
 def _read_by_taps(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """[H*W, 9]: 1 where tap (a, b) of a 3x3 'same' conv, at index a*3 + b, reads pixel (i, j).
+    """[H*W, 9]: ``action_stats.tap_matrix``, which the INT8 pass and the OpenVINO reader recognise as a pooling.
 
     Built from a Python list, so that export records one constant rather than the ops that would make it.
     """
-    rows, cols = _lines_read(h), _lines_read(w)
-    pairs = [[ra * cb for ra in rows[i] for cb in cols[j]] for i in range(h) for j in range(w)]
-    return torch.tensor(pairs, dtype=like.dtype, device=like.device)
+    return torch.tensor(tap_matrix(h, w).tolist(), dtype=like.dtype, device=like.device)
 
 
 def _tap_sums(x: torch.Tensor) -> torch.Tensor:

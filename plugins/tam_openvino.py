@@ -28,7 +28,8 @@ import numpy as np
 from tamdeploy.plugins.contract import TAM_DOMAIN, TAM_OP_TYPE
 
 
-def _ints(ops: Any, values: list[int]) -> Any:
+def ints(ops: Any, values: list[int]) -> Any:
+    """An i64 constant (axes, bounds, shapes) built with the opset module ``ops``."""
     return ops.constant(np.array(values, dtype=np.int64))
 
 
@@ -39,20 +40,20 @@ def _zero_like(ops: Any, like: Any) -> Any:
 def _tap_weights(ops: Any, kernel: Any, local: Any, t: int, k: int, channels: int) -> list[Any]:
     """W_j as [N*T, C, 1, 1] for each tap j."""
     p = (k - 1) // 2
-    local_tc = ops.transpose(local, _ints(ops, [0, 2, 1]))  # [N, T, C]
-    kernel_kc = ops.transpose(kernel, _ints(ops, [0, 2, 1]))  # [N, K, C]
+    local_tc = ops.transpose(local, ints(ops, [0, 2, 1]))  # [N, T, C]
+    kernel_kc = ops.transpose(kernel, ints(ops, [0, 2, 1]))  # [N, K, C]
     weights = []
     for j in range(k):
         shift = j - p
-        tap = ops.slice(kernel_kc, _ints(ops, [j]), _ints(ops, [j + 1]), _ints(ops, [1]), _ints(ops, [1]))
+        tap = ops.slice(kernel_kc, ints(ops, [j]), ints(ops, [j + 1]), ints(ops, [1]), ints(ops, [1]))
         source = local_tc
         if shift:  # local of the source frame t+shift, zero where that frame is outside the clip
-            used = ops.slice(local_tc, _ints(ops, [max(0, shift)]), _ints(ops, [min(t, t + shift)]),
-                             _ints(ops, [1]), _ints(ops, [1]))
-            source = ops.pad(used, _ints(ops, [0, max(0, -shift), 0]), _ints(ops, [0, max(0, shift), 0]),
+            used = ops.slice(local_tc, ints(ops, [max(0, shift)]), ints(ops, [min(t, t + shift)]),
+                             ints(ops, [1]), ints(ops, [1]))
+            source = ops.pad(used, ints(ops, [0, max(0, -shift), 0]), ints(ops, [0, max(0, shift), 0]),
                              "constant", _zero_like(ops, local))
         w = ops.multiply(source, tap)  # [N, T, C]
-        weights.append(ops.reshape(w, _ints(ops, [-1, channels, 1, 1]), special_zero=False))
+        weights.append(ops.reshape(w, ints(ops, [-1, channels, 1, 1]), special_zero=False))
     return weights
 
 
@@ -67,16 +68,16 @@ def tam_aggregate_ov(x: Any, kernel: Any, local: Any, num_segments: int, kernel_
     weights = _tap_weights(ops, kernel, local, t, k, channels.get_length())
     p = (k - 1) // 2
     huge = np.iinfo(np.int64).max
-    first = ops.slice(x, _ints(ops, [0]), _ints(ops, [1]), _ints(ops, [1]), _ints(ops, [0]))
+    first = ops.slice(x, ints(ops, [0]), ints(ops, [1]), ints(ops, [1]), ints(ops, [0]))
     zero_frame = ops.multiply(first, _zero_like(ops, x))
     y = ops.multiply(x, weights[p])
     for j in range(k):
         shift = j - p
         if shift < 0:  # frame t reads t+shift: zero frames first, then X without its last frames
-            kept = ops.slice(x, _ints(ops, [0]), _ints(ops, [shift]), _ints(ops, [1]), _ints(ops, [0]))
+            kept = ops.slice(x, ints(ops, [0]), ints(ops, [shift]), ints(ops, [1]), ints(ops, [0]))
             y = ops.add(y, ops.multiply(ops.concat([zero_frame] * -shift + [kept], 0), weights[j]))
         elif shift > 0:
-            kept = ops.slice(x, _ints(ops, [shift]), _ints(ops, [huge]), _ints(ops, [1]), _ints(ops, [0]))
+            kept = ops.slice(x, ints(ops, [shift]), ints(ops, [huge]), ints(ops, [1]), ints(ops, [0]))
             y = ops.add(y, ops.multiply(ops.concat([kept] + [zero_frame] * shift, 0), weights[j]))
     return y
 

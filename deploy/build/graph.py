@@ -11,8 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 from tamdeploy.errors import TamdeployError
+from tamdeploy.exporters.action_stats import is_pooling_constant
 from tamdeploy.plugins.contract import tam_nodes
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -21,7 +24,7 @@ _MAX_BRANCH = 32
 
 __all__ = [
     "PRECISIONS", "PrecisionError", "check_precision_graph", "gate_branches", "graph_precision", "load_onnx",
-    "require_fp32", "set_precision_metadata", "tam_kernel_branch", "tam_nodes", "topological_sort",
+    "pooling_matmuls", "require_fp32", "set_precision_metadata", "tam_kernel_branch", "tam_nodes", "topological_sort",
 ]
 
 
@@ -133,12 +136,14 @@ def gate_branches(model: onnx.ModelProto, gates: Sequence[str] = ("Softmax", "Si
     node backwards up to a pooling (ReduceMean / GlobalAveragePool, not included) on every path.
 
     TAM's kernel branch (pooled -> Linear -> BN -> ReLU -> Linear -> Softmax) and local branch
-    (-> Conv1d ... -> Sigmoid), ACTION-Net's excitations (STE, CE, ME: -> Conv -> Sigmoid) and SE
+    (-> Conv1d ... -> Sigmoid), ACTION-Net's excitations (STE, CE, ME: -> Conv -> Sigmoid, pooled by
+    the MatMuls of ``pooling_matmuls``) and SE
     layers are such branches: a few small layers whose output scales whole feature maps. Found from
     the graph's structure, so ``--tam-op plugin`` and ``onnx`` graphs give the same set; a gate whose
     ancestry reaches no pooling within ``_MAX_BRANCH`` nodes (a gate on full feature maps) is not one."""
     graph = model.graph
     producer = {out: n for n in graph.node for out in n.output}
+    poolings = pooling_matmuls(model)
     found: set[str] = set()
     for gate in (n for n in graph.node if n.op_type in gates):
         branch: dict[str, onnx.NodeProto] = {}
@@ -146,7 +151,7 @@ def gate_branches(model: onnx.ModelProto, gates: Sequence[str] = ("Softmax", "Si
         pooled = False
         while frontier and len(branch) < _MAX_BRANCH:
             node = frontier.pop()
-            if node.op_type in _POOLING_OPS:
+            if node.op_type in _POOLING_OPS or node.name in poolings:
                 pooled = True
             elif node.name not in branch:
                 branch[node.name] = node
@@ -154,6 +159,20 @@ def gate_branches(model: onnx.ModelProto, gates: Sequence[str] = ("Softmax", "Si
         if pooled and not frontier:
             found.update(branch)
     return [n.name for n in graph.node if n.name in found]
+
+
+def pooling_matmuls(model: onnx.ModelProto) -> set[str]:
+    """Names of the MatMuls that pool: against a constant ``exporters.action_stats`` recognises (ACTION-Net's
+    channel mean and tap sums). They are poolings, not layers: never quantized, and they end a gate branch."""
+    constants = {i.name: i for i in model.graph.initializer if not uses_external_data(i)}
+    found = set()
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
+            continue
+        for side, name in enumerate(node.input[:2]):
+            if name in constants and is_pooling_constant(numpy_helper.to_array(constants[name]), left=side == 0):
+                found.add(node.name)
+    return found
 
 
 def tam_kernel_branch(model: onnx.ModelProto) -> list[str]:

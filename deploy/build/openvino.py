@@ -31,6 +31,7 @@ from tamdeploy.deploy.runners.openvino_ir import (
     SIDECAR_VERSION,
     cpu_has_bf16,
     openvino_version,
+    read_model,
     sidecar_path,
     tamdeploy_core,
     weights_path,
@@ -88,11 +89,7 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
     if calibration is not None and calibration.get("random"):
         warnings.append("the INT8 ranges were calibrated on random pixels: accuracy on real video is unknown; "
                         "rebuild with `calib=PATH` on real clips before deploying")
-    try:
-        model = core.read_model(str(onnx_path))
-    except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line texts
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TamdeployError(f"OpenVINO cannot read {onnx_path}: {first}") from e
+    model = read_model(core, onnx_path)
 
     import openvino as ov
 

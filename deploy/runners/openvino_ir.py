@@ -58,6 +58,20 @@ def tamdeploy_core(cache_dir: str | Path | None = None) -> Any:
     return core
 
 
+def read_model(core: Any, path: str | Path) -> Any:
+    """``path`` (ONNX or IR) as an ``openvino.Model``, adapted to OpenVINO's CPU plugin
+    (``openvino_graph.adapt_model``); a model OpenVINO cannot read is a one-line TamdeployError."""
+    from tamdeploy.deploy.runners.openvino_graph import adapt_model
+
+    try:
+        model = core.read_model(str(path))
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line texts
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TamdeployError(f"OpenVINO cannot read {path}: {first}") from e
+    adapt_model(model)
+    return model
+
+
 def cpu_has_bf16(core: Any) -> bool:
     """Whether OpenVINO's CPU plugin runs BF16 natively here (else a bf16 hint runs in f32)."""
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -32,6 +32,7 @@ from tamdeploy.deploy.runners.openvino_ir import (
     check_ir,
     cpu_has_bf16,
     openvino_version,
+    read_model,
     read_sidecar,
     tamdeploy_core,
 )
@@ -101,11 +102,7 @@ class OpenVINORunner(Runner):
                 graph_precision = self.metadata.precision or "fp32"
         if self.metadata is not None:
             self.config = self.metadata.config
-        try:
-            model = core.read_model(str(path))
-        except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line texts
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TamdeployError(f"OpenVINO cannot read {path}: {first}") from e
+        model = read_model(core, path)
 
         if (self.sidecar or {}).get("calibration", {}) and self.sidecar["calibration"].get("random"):
             self.notes.append(f"{path.name}'s INT8 ranges were calibrated on random pixels: its accuracy on real "
