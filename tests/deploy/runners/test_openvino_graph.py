@@ -60,6 +60,24 @@ def test_openvino_still_fuses_the_offset_wrongly_without_the_change(reduce_then_
     assert rel(compiled_output(ov.Core().read_model(str(path)), x), want) > 0.1
 
 
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_spatial_means_become_avgpools_with_the_same_values(tmp_path, keepdims):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=keepdims)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([2, 3], np.int64), "axes")])
+    path = tmp_path / "mean.onnx"
+    onnx.save(make_model(graph), str(path))
+    model = read_model(tamdeploy_core(), path)
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert "AvgPool" in kinds and "ReduceMean" not in kinds
+    x = np.random.default_rng(2).standard_normal((3, 6, 5, 7)).astype(np.float32)
+    got = compiled_output(model, x)
+    want = x.mean(axis=(2, 3), keepdims=bool(keepdims))
+    assert got.shape == want.shape and rel(got, want) < 1e-6
+
+
 @pytest.mark.parametrize("h, w", [(5, 3), (7, 7), (1, 4)])
 def test_tap_sums_are_the_tap_matrix_matmul(h, w):
     import openvino.opset13 as ops
