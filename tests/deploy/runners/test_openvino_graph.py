@@ -104,7 +104,9 @@ def test_action_poolings_become_reductions_and_logits_stay_exact(action_export):
         c.get_node().get_type_name() == "Constant" and is_pooling_constant(c.get_node().get_data(), left=side == 0)
         for side, c in enumerate(op.input_values()))]
     assert pooling == []  # per ACTION block (16) the channel mean and the tap sums were MatMuls
-    assert sum(op.get_type_name() == "AvgPool" for op in ops) == 2 * 16  # the tap sums: columns, then rows
+    pools = [op.get_attributes() for op in ops if op.get_type_name() == "AvgPool"]
+    assert sum(any(a["pads_begin"]) for a in pools) == 2 * 16  # the tap sums: padded windows, columns then rows
+    assert len(pools) == 2 * 16 + 1  # and the classifier's spatial mean (``spatial_means_as_pools``)
     x = np.random.default_rng(1).standard_normal((2, 4, 3, 32, 32)).astype(np.float32)
     session = create_session(action_export, threads=1)
     want = session.run(None, {session.get_inputs()[0].name: x})[0]
