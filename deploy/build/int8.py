@@ -30,7 +30,8 @@ Quantized one at a time, the worst TANet layers were the kernel branch's last Li
 the temporal kernel of every channel of the clip. TAM's branches and SE hold a fraction of a percent of
 the weights, so keeping them in float costs no size; ACTION-Net's excitations hold 15 % of ACTION-Net-R50's
 (its INT8 file is 42 MB instead of 29 MB with them quantized); they run on pooled features, so no slower
-(ONNX Runtime INT8 ACTION-Net-R50 534 -> 487 ms with them and its statistics in float). ACTION-Net's statistics are MatMuls against pooling constants (``pooling_matmuls``): poolings,
+(ONNX Runtime INT8 ACTION-Net-R50 534 -> 487 ms with them and its statistics in float). ACTION-Net's
+statistics are MatMuls against pooling constants (``pooling_matmuls``): poolings,
 never quantized (a quantized input would cost a quantize pass over the block input for a sum). The stem
 conv (3 input channels, 147 MACs an output) stays float too. Entropy calibration
 clipped the rare large activations that carried the class (64.8 % agreement on TANet): minmax is the
