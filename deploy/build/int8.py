@@ -11,6 +11,7 @@
 - The TAMAggregate node is never quantized (no runtime has an INT8 TAM kernel; TensorRT plugin
   inputs are FP32/FP16) and the quantizer never enters its model-local function: its inputs stay
   float; a Q/DQ pair after its output feeds the following Conv (measured: ``tests/test_precision.py``).
+  The graph for OpenVINO also puts a Q/DQ pair in front of its X input (``quantize_tam_inputs``).
 - Calibration runs the model on ONNX Runtime's CPU provider over the calibration clips, a few at a time
   (progress shown); methods minmax, entropy (KL divergence, TensorRT's classic choice) and percentile
   (99.999 %).
@@ -147,10 +148,11 @@ class _Chunk:
         return next(self._feeds, None)
 
 
-def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", progress: bool = True):
+def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", progress: bool = True,
+              tam_inputs: bool = False):
     """Activation ranges (``onnxruntime.quantization.TensorsData``) of the inputs and outputs of the
-    nodes in ``QUANT_OP_TYPES`` and of TAMAggregate (``quantize_tam_inputs``), over ``data`` [N, *sample] run
-    in chunks of ``CALIB_CHUNK``."""
+    nodes in ``QUANT_OP_TYPES`` (and with ``tam_inputs`` of TAMAggregate, for ``quantize_tam_inputs``), over
+    ``data`` [N, *sample] run in chunks of ``CALIB_CHUNK``."""
     from onnxruntime.quantization import create_calibrator
 
     calib_method = _calibration_method(method)
@@ -162,6 +164,7 @@ def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", 
     elif method == "percentile":
         options |= {"num_bins": 2048, "percentile": PERCENTILE}
     name = _input_name(model)
+    op_types = [*QUANT_OP_TYPES, TAM_OP_TYPE] if tam_inputs else list(QUANT_OP_TYPES)
     with tempfile.TemporaryDirectory(prefix="tamdeploy-calib-") as tmp:
         source = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(source))
@@ -170,7 +173,7 @@ def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", 
         cpu = {"providers": ["CPUExecutionProvider"]} if "providers" in signature(create_calibrator).parameters else {}
         with contextlib.redirect_stdout(io.StringIO()):
             calibrator = create_calibrator(
-                source, [*QUANT_OP_TYPES, TAM_OP_TYPE], augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                source, op_types, augmented_model_path=str(Path(tmp) / "aug.onnx"),
                 calibrate_method=calib_method, extra_options=options, **cpu)
             with progress_bar(progress) as bar:
                 task = bar.add_task(f"calibrating ({method})", total=len(data))
@@ -420,7 +423,7 @@ def build_int8(model: onnx.ModelProto, data: np.ndarray, *, method: str = "minma
     to the exclusions (``on_sensitivity`` sees the errors and that choice). ``tam_inputs``: the graph is
     for OpenVINO, whose TAMAggregate inputs are quantized too (``quantize_tam_inputs``)."""
     started = time.perf_counter()
-    ranges = calibrate(model, data, method, progress)
+    ranges = calibrate(model, data, method, progress, tam_inputs=tam_inputs)
     seconds = time.perf_counter() - started
     excluded = list(default_exclusions(model) if exclude is None else exclude)
     known = {n.name for n in quantizable_nodes(model)}

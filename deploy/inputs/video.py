@@ -204,7 +204,6 @@ def _open(path: Path) -> av_module.container.InputContainer:
     return container
 
 
-
 def _demuxed_timestamps(container: av_module.container.InputContainer, stream: av_module.video.VideoStream
                         ) -> list[int | None]:
     """Presentation timestamps of the stream's frames in display order, by reading packets (no decoding):
@@ -357,7 +356,6 @@ def read_video_views(path: Path, num_segments: int, transform: FrameTransform, c
     # kept[i]: [crops, S, S, 3] -> views [clip, crop] of [T, S, S, 3]
     return np.stack([np.stack([kept[i][crop] for i in indices])
                      for indices in choice for crop in range(transform.crops)])
-
 
 
 def _read_image_views(path: Path, transform: FrameTransform) -> np.ndarray:

@@ -68,15 +68,19 @@ def _unflattened(output: Any) -> Any | None:
 
 
 def adapt_model(model: Any) -> None:
-    """The changes of this module, in place, on an ``openvino.Model`` just read."""
-    pooled_statistics_as_reductions(model)
-    spatial_means_as_pools(model)
-    separate_last_axis_reductions(model)
+    """The changes of this module, in place, on an ``openvino.Model`` just read (its types inferred once, after
+    all three)."""
+    changed = pooled_statistics_as_reductions(model)
+    changed += spatial_means_as_pools(model)
+    changed += separate_last_axis_reductions(model)
+    if changed:
+        model.validate_nodes_and_infer_types()
 
 
 def spatial_means_as_pools(model: Any) -> int:
     """Each ReduceMean over H and W of a 4-D tensor with static H, W becomes an AvgPool of one H x W window
-    (reshaped to drop H and W when the mean did not keep them); returns how many changed."""
+    (reshaped to drop H and W when the mean did not keep them); returns how many changed (``adapt_model`` infers
+    the new types)."""
     import openvino.opset13 as ops
 
     changed = 0
@@ -95,8 +99,6 @@ def spatial_means_as_pools(model: Any) -> int:
             pooled = ops.reshape(pooled, ints(ops, [0, 0]), special_zero=True)
         node.output(0).replace(pooled.output(0))
         changed += 1
-    if changed:
-        model.validate_nodes_and_infer_types()
     return changed
 
 
@@ -105,7 +107,7 @@ _REDUCTIONS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"
 
 def separate_last_axis_reductions(model: Any) -> int:
     """Each reduction over the last axis without kept dims becomes the reduction with kept dims and a Squeeze
-    (the fusion bug in the module doc); returns how many changed."""
+    (the fusion bug in the module doc); returns how many changed (``adapt_model`` infers the new types)."""
     import openvino.opset13 as ops
 
     changed = 0
@@ -123,8 +125,6 @@ def separate_last_axis_reductions(model: Any) -> int:
         kept = reduce(node.input_value(0), ints(ops, [last]), keep_dims=True)
         node.output(0).replace(ops.squeeze(kept, ints(ops, [last])).output(0))
         changed += 1
-    if changed:
-        model.validate_nodes_and_infer_types()
     return changed
 
 
@@ -135,7 +135,7 @@ def _snake(type_name: str) -> str:
 
 def pooled_statistics_as_reductions(model: Any) -> int:
     """Replace ACTION-Net's pooling MatMuls in ``model`` (an ``openvino.Model``) by reductions, in place;
-    returns how many were replaced (0 for networks without them)."""
+    returns how many were replaced, 0 for networks without them (``adapt_model`` infers the new types)."""
     import openvino.opset13 as ops
 
     replaced = 0
@@ -161,6 +161,4 @@ def pooled_statistics_as_reductions(model: Any) -> int:
             continue
         node.output(0).replace(new.output(0))
         replaced += 1
-    if replaced:
-        model.validate_nodes_and_infer_types()
     return replaced

@@ -182,7 +182,7 @@ def test_strip_hidden_params_needs_the_entry_and_its_visible_parameters():
         strip_hidden_params(PTX, "tam_aggregate_kernel", 6)
 
 
-def test_import_tamdeploy_does_not_import_triton_but_registers_the_cuda_kernel():
+def test_import_tamdeploy_plugins_does_not_import_triton_but_registers_the_cuda_kernel():
     code = ("import sys, torch, tamdeploy.plugins; "
             "print('triton' in sys.modules, "
             "torch._C._dispatch_has_kernel_for_dispatch_key('tamdeploy::tam_aggregate', 'CUDA'))")
