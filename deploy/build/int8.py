@@ -11,7 +11,7 @@
 - The TAMAggregate node is never quantized (no runtime has an INT8 TAM kernel; TensorRT plugin
   inputs are FP32/FP16) and the quantizer never enters its model-local function: its inputs stay
   float; a Q/DQ pair after its output feeds the following Conv (measured: ``tests/test_precision.py``).
-  The graph for OpenVINO also puts a Q/DQ pair in front of its X input (``quantize_tam_inputs``).
+  The graph for OpenVINO also quantizes its X and its output (``quantize_tam_tensors``).
 - Calibration runs the model on ONNX Runtime's CPU provider over the calibration clips, a few at a time
   (progress shown); methods minmax, entropy (KL divergence, TensorRT's classic choice) and percentile
   (99.999 %).
@@ -149,9 +149,9 @@ class _Chunk:
 
 
 def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", progress: bool = True,
-              tam_inputs: bool = False):
+              tam_tensors: bool = False):
     """Activation ranges (``onnxruntime.quantization.TensorsData``) of the inputs and outputs of the
-    nodes in ``QUANT_OP_TYPES`` (and with ``tam_inputs`` of TAMAggregate, for ``quantize_tam_inputs``), over
+    nodes in ``QUANT_OP_TYPES`` (and with ``tam_tensors`` of TAMAggregate, for ``quantize_tam_tensors``), over
     ``data`` [N, *sample] run in chunks of ``CALIB_CHUNK``."""
     from onnxruntime.quantization import create_calibrator
 
@@ -164,7 +164,7 @@ def calibrate(model: onnx.ModelProto, data: np.ndarray, method: str = "minmax", 
     elif method == "percentile":
         options |= {"num_bins": 2048, "percentile": PERCENTILE}
     name = _input_name(model)
-    op_types = [*QUANT_OP_TYPES, TAM_OP_TYPE] if tam_inputs else list(QUANT_OP_TYPES)
+    op_types = [*QUANT_OP_TYPES, TAM_OP_TYPE] if tam_tensors else list(QUANT_OP_TYPES)
     with tempfile.TemporaryDirectory(prefix="tamdeploy-calib-") as tmp:
         source = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(source))
@@ -219,10 +219,10 @@ def default_exclusions(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_qdq(model: onnx.ModelProto, ranges, exclude: Sequence[str] = (),
-                 only: Sequence[str] | None = None, tam_inputs: bool = False) -> onnx.ModelProto:
+                 only: Sequence[str] | None = None, tam_tensors: bool = False) -> onnx.ModelProto:
     """The Q/DQ graph of ``model`` with ``ranges`` from ``calibrate``: every node of ``quantizable_nodes``
-    (or just ``only``) except ``exclude``, and with ``tam_inputs`` the X inputs of TAMAggregate
-    (``quantize_tam_inputs``); sorted, checked, metadata precision "int8"."""
+    (or just ``only``) except ``exclude``, and with ``tam_tensors`` the X input and output of each TAMAggregate
+    (``quantize_tam_tensors``); sorted, checked, metadata precision "int8"."""
     from onnxruntime.quantization import QDQQuantizer, QuantType
     from onnxruntime.quantization.quant_utils import save_and_reload_model_with_shape_infer
 
@@ -240,50 +240,83 @@ def quantize_qdq(model: onnx.ModelProto, ranges, exclude: Sequence[str] = (),
                              list(QUANT_OP_TYPES), dict(_QDQ_OPTIONS))
     with contextlib.redirect_stdout(io.StringIO()):
         quantized = quantizer.quantize_model()
-    if tam_inputs:
-        quantize_tam_inputs(quantized, ranges)
+    if tam_tensors:
+        quantize_tam_tensors(quantized, ranges)
     _restore_metadata(quantized, model)
     topological_sort(quantized.graph)
     set_precision_metadata(quantized, "int8")
     return quantized
 
 
-def quantize_tam_inputs(model: onnx.ModelProto, ranges) -> list[str]:
-    """A symmetric INT8 Q/DQ pair in front of X of each TAMAggregate node whose X is not dequantized
-    already (through ReLUs), in place; returns those nodes' names. For OpenVINO only (``build_int8``).
+def quantize_tam_tensors(model: onnx.ModelProto, ranges) -> list[str]:
+    """Symmetric INT8 Q/DQ around each TAMAggregate node, in place, for OpenVINO only (``build_int8``);
+    returns the nodes' names. Its X, unless dequantized already (through ReLUs), and its output: one Q/DQ
+    pair per tensor, which every float reader of the tensor then reads (``_quantize_tensor``).
 
-    ACTION-Net's shift reads its block's input, the sum of two dequantized branches, in float; TANet's TAM
-    reads a ReLU of a dequantized conv. With the pair, OpenVINO moves the dequantization past its
-    frame shifts, which then copy INT8 instead of float (measured on ACTION-Net-R50, OpenVINO 2026.4 on
-    an AMX CPU: 192 -> 167 ms). ONNX Runtime runs the pair as two more passes over the block input
-    (its INT8 ACTION-Net-R50 took 487 -> 582 ms), so the ONNX Runtime and TensorRT graphs go without."""
-    from onnxruntime.quantization.quant_utils import QuantType, compute_scale_zp, get_qmin_qmax_for_qType
-
+    Measured on ACTION-Net-R50, OpenVINO 2026.4 on an AMX CPU (interleaved rounds): with X quantized the
+    frame shifts copy INT8 instead of float (192 -> 167 ms); with the block input's residual Add reading
+    the same dequantized X, as a plain ResNet's Q/DQ graph has it, OpenVINO adds the INT8 identity inside
+    the next block's last conv instead of two float passes (-14 %); with the shifted output quantized, the
+    channel mean and the tap-sum poolings read INT8 (-3 %). TANet's X is a ReLU of a dequantized conv and
+    its output feeds a quantized conv already: nothing changes there. ONNX Runtime runs such pairs as extra
+    passes (ACTION-Net-R50 INT8 487 -> 582 ms), so the ONNX Runtime and TensorRT graphs go without."""
     producer = {out: n for n in model.graph.node for out in n.output}
-    qmin, qmax = get_qmin_qmax_for_qType(QuantType.QInt8.tensor_type, symmetric=True)
-    quantized: list[str] = []
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     pairs: list[onnx.NodeProto] = []
+    quantized: list[str] = []
     for node in tam_nodes(model):
         source = producer.get(node.input[0])
         while source is not None and source.op_type == "Relu":
             source = producer.get(source.input[0])
-        if source is not None and source.op_type == "DequantizeLinear":
-            continue
-        if node.input[0] not in ranges:
-            raise PrecisionError(f"no calibrated range for {node.input[0]}, the X input of {node.name}")
-        low, high = (np.asarray(v, np.float32) for v in ranges[node.input[0]].range_value)
-        zero, scale = compute_scale_zp(low.min(), high.max(), qmin, qmax, symmetric=True)
-        x, tag = node.input[0], f"{node.name}_X"
-        model.graph.initializer.extend([onnx.numpy_helper.from_array(np.asarray(scale, np.float32), f"{tag}_scale"),
-                                        onnx.numpy_helper.from_array(np.asarray(zero, np.int8), f"{tag}_zero_point")])
-        pairs += [onnx.helper.make_node("QuantizeLinear", [x, f"{tag}_scale", f"{tag}_zero_point"], [f"{tag}_q"],
-                                        name=f"{tag}_QuantizeLinear"),
-                  onnx.helper.make_node("DequantizeLinear", [f"{tag}_q", f"{tag}_scale", f"{tag}_zero_point"],
-                                        [f"{tag}_dq"], name=f"{tag}_DequantizeLinear")]
-        node.input[0] = f"{tag}_dq"
+        if source is None or source.op_type != "DequantizeLinear":
+            pairs += _quantize_tensor(model, node.input[0], f"{node.name}_X", ranges, readers)
+        pairs += _quantize_tensor(model, node.output[0], f"{node.name}_Y", ranges, readers)
         quantized.append(node.name)
     model.graph.node.extend(pairs)  # the caller sorts the graph
     return quantized
+
+
+def _quantize_tensor(model: onnx.ModelProto, tensor: str, tag: str, ranges,
+                     readers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
+    """Make every float reader of ``tensor`` read it through one symmetric INT8 Q/DQ pair: the pair the
+    quantizer put there already, or a new one from the calibrated range (returned, to add to the graph).
+    A graph output stays as it is."""
+    from onnxruntime.quantization.quant_utils import QuantType, compute_scale_zp, get_qmin_qmax_for_qType
+
+    if tensor in {o.name for o in model.graph.output}:
+        return []
+    new: list[onnx.NodeProto] = []
+    dequantized = _dequantized(tensor, readers)
+    if dequantized is None:
+        if tensor not in ranges:
+            raise PrecisionError(f"no calibrated range for {tensor} ({tag})")
+        low, high = (np.asarray(v, np.float32) for v in ranges[tensor].range_value)
+        qmin, qmax = get_qmin_qmax_for_qType(QuantType.QInt8.tensor_type, symmetric=True)
+        zero, scale = compute_scale_zp(low.min(), high.max(), qmin, qmax, symmetric=True)
+        model.graph.initializer.extend([onnx.numpy_helper.from_array(np.asarray(scale, np.float32), f"{tag}_scale"),
+                                        onnx.numpy_helper.from_array(np.asarray(zero, np.int8), f"{tag}_zero_point")])
+        dequantized = f"{tag}_dq"
+        new = [onnx.helper.make_node("QuantizeLinear", [tensor, f"{tag}_scale", f"{tag}_zero_point"], [f"{tag}_q"],
+                                     name=f"{tag}_QuantizeLinear"),
+               onnx.helper.make_node("DequantizeLinear", [f"{tag}_q", f"{tag}_scale", f"{tag}_zero_point"],
+                                     [dequantized], name=f"{tag}_DequantizeLinear")]
+    for reader in readers.get(tensor, []):
+        if reader.op_type != "QuantizeLinear":
+            reader.input[:] = [dequantized if name == tensor else name for name in reader.input]
+    return new
+
+
+def _dequantized(tensor: str, readers: dict[str, list[onnx.NodeProto]]) -> str | None:
+    """The output of a DequantizeLinear of a QuantizeLinear of ``tensor`` in the graph, if there is one."""
+    for q in readers.get(tensor, []):
+        if q.op_type == "QuantizeLinear":
+            for dq in readers.get(q.output[0], []):
+                if dq.op_type == "DequantizeLinear":
+                    return dq.output[0]
+    return None
 
 
 def _restore_metadata(quantized: onnx.ModelProto, source: onnx.ModelProto) -> None:
@@ -417,13 +450,13 @@ def pick_fallback(errors: Sequence[LayerError], agreement_of: Callable[[list[str
 def build_int8(model: onnx.ModelProto, data: np.ndarray, *, method: str = "minmax",
                exclude: Sequence[str] | None = None, sensitivity: bool = False, progress: bool = True,
                on_sensitivity: Callable[[list[LayerError], list[str]], None] | None = None,
-               tam_inputs: bool = False) -> Int8Result:
+               tam_tensors: bool = False) -> Int8Result:
     """Calibrate on ``data`` and quantize. ``exclude``: node names kept in float (None: ``default_exclusions``).
     ``sensitivity``: measure each layer alone on the calibration clips and add ``pick_fallback``'s choice
-    to the exclusions (``on_sensitivity`` sees the errors and that choice). ``tam_inputs``: the graph is
-    for OpenVINO, whose TAMAggregate inputs are quantized too (``quantize_tam_inputs``)."""
+    to the exclusions (``on_sensitivity`` sees the errors and that choice). ``tam_tensors``: the graph is
+    for OpenVINO, whose TAMAggregate X and output are quantized too (``quantize_tam_tensors``)."""
     started = time.perf_counter()
-    ranges = calibrate(model, data, method, progress, tam_inputs=tam_inputs)
+    ranges = calibrate(model, data, method, progress, tam_tensors=tam_tensors)
     seconds = time.perf_counter() - started
     excluded = list(default_exclusions(model) if exclude is None else exclude)
     known = {n.name for n in quantizable_nodes(model)}
@@ -438,7 +471,7 @@ def build_int8(model: onnx.ModelProto, data: np.ndarray, *, method: str = "minma
         reference = _run(model, probe)
 
         def agreement_of(fallback: list[str]) -> float:
-            candidate = quantize_qdq(model, ranges, exclude=[*excluded, *fallback], tam_inputs=tam_inputs)
+            candidate = quantize_qdq(model, ranges, exclude=[*excluded, *fallback], tam_tensors=tam_tensors)
             return _top1(_run(candidate, probe), reference)
 
         target = min(FALLBACK_TARGET, 1.0 - 1.0 / len(probe))
@@ -447,7 +480,7 @@ def build_int8(model: onnx.ModelProto, data: np.ndarray, *, method: str = "minma
         if on_sensitivity is not None:
             on_sensitivity(errors, fallback)
         excluded += [name for name in fallback if name not in excluded]
-    quantized = quantize_qdq(model, ranges, exclude=excluded, tam_inputs=tam_inputs)
+    quantized = quantize_qdq(model, ranges, exclude=excluded, tam_tensors=tam_tensors)
     check_int8_graph(quantized)
     q_nodes = [n.name for n in quantizable_nodes(model) if n.name not in set(excluded)]
     return Int8Result(model=quantized, method=method, quantized_nodes=q_nodes, excluded_nodes=excluded,

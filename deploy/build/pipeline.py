@@ -135,7 +135,7 @@ def build(model_path: str | Path, options: BuildOptions, *, progress: bool = Tru
     else:
         graph_path = output if options.target == "onnxruntime" else default_output(
             model_path, options.precision, "onnxruntime")
-        if options.target == "openvino":  # its own INT8 graph (int8.quantize_tam_inputs): keep it apart
+        if options.target == "openvino":  # its own INT8 graph (int8.quantize_tam_tensors): keep it apart
             graph_path = graph_path.with_name(f"{graph_path.stem}.openvino.onnx")
         if graph_path.resolve() == model_path.resolve():
             raise TamdeployError(f"the output {graph_path} would overwrite the input model; choose another -o")
@@ -147,7 +147,7 @@ def build(model_path: str | Path, options: BuildOptions, *, progress: bool = Tru
             calibration = data.to_dict()
             int8 = build_int8(model, data.array, method=options.calib_method, sensitivity=options.sensitivity,
                               progress=progress, on_sensitivity=on_sensitivity,
-                              tam_inputs=options.target == "openvino")
+                              tam_tensors=options.target == "openvino")
             converted, details = int8.model, int8.to_dict()
         size = _write(converted, graph_path)
 

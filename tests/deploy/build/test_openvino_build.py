@@ -117,9 +117,27 @@ def dequantized_tam_inputs(graph_path: Path) -> tuple[int, int]:
     return fed, len(tams)
 
 
-def test_the_openvino_int8_graph_quantizes_action_nets_shift_input_and_the_onnx_runtime_one_does_not(
+def only_quantizers_read_tam_tensors(graph_path: Path) -> bool:
+    """Whether the float tensors around each TAMAggregate, its output and the tensor its X dequantizes, are
+    read by QuantizeLinear nodes only: the residual Add and the excitations read them dequantized."""
+    graph = onnx.load(str(graph_path))
+    producer = {out: n for n in graph.graph.node for out in n.output}
+    readers: dict[str, list[str]] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    tensors = []
+    for node in (n for n in graph.graph.node if n.op_type == "TAMAggregate"):
+        dequantize = producer[node.input[0]]
+        assert dequantize.op_type == "DequantizeLinear"
+        tensors += [node.output[0], producer[dequantize.input[0]].input[0]]
+    return all(set(readers[t]) == {"QuantizeLinear"} for t in tensors)
+
+
+def test_the_openvino_int8_graph_quantizes_action_nets_shift_input_and_output_and_the_onnx_runtime_one_does_not(
         exported, tmp_path):
-    """OpenVINO then shifts INT8 frames (faster there); ONNX Runtime would pay two passes for the pair."""
+    """OpenVINO then shifts, pools and adds the residual in INT8 (faster there); ONNX Runtime would pay two
+    passes for each pair."""
     _, onnx_path = exported["action_r50"]
     calib = ["--int8", "--calib", "random", "--calib-samples", "4", "--json"]
     for_openvino = invoke("build", onnx_path, "--target", "openvino", "-o", tmp_path / "a.int8.xml", *calib)
@@ -128,6 +146,7 @@ def test_the_openvino_int8_graph_quantizes_action_nets_shift_input_and_the_onnx_
     ov_graph = Path(for_openvino.json()["onnx"])
     assert ov_graph.name == f"{onnx_path.stem}.int8.openvino.onnx"  # not the ONNX Runtime graph's name
     assert dequantized_tam_inputs(ov_graph) == (16, 16)
+    assert only_quantizers_read_tam_tensors(ov_graph)
     fed, total = dequantized_tam_inputs(tmp_path / "a.int8.onnx")
     assert total == 16 and fed == 4  # only the first block of each stage, whose input a quantized conv shares
 

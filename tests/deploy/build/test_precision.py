@@ -24,13 +24,14 @@ from helpers.video import write_garbage
 from tamdeploy.compare import TOLERANCES
 from tamdeploy.deploy.build.calibration import load_calibration
 from tamdeploy.deploy.build.fp16 import convert_fp16
-from tamdeploy.deploy.build.graph import tam_kernel_branch, tam_nodes, topological_sort
+from tamdeploy.deploy.build.graph import PrecisionError, tam_kernel_branch, tam_nodes, topological_sort
 from tamdeploy.deploy.build.int8 import (
     check_tensorrt_qdq,
     default_exclusions,
     layer_sensitivity,
     pick_fallback,
     quantizable_nodes,
+    quantize_tam_tensors,
 )
 from tamdeploy.deploy.inputs.clips import ClipSpec, load_batch
 from tamdeploy.deploy.runners import OpenVINORunner
@@ -41,6 +42,7 @@ from tamdeploy.models import create_model, save_checkpoint
 from tamdeploy.models.config import IMAGENET_MEAN, IMAGENET_STD
 from tamdeploy.onnx_model import make_model
 from tamdeploy.onnx_runtime import create_session
+from tamdeploy.plugins.contract import TAM_DOMAIN, TAM_OP_TYPE
 from tamdeploy.system import system_info
 
 T, SIZE = 4, 32
@@ -347,6 +349,50 @@ def test_quantizable_nodes_skip_matmuls_of_two_activations():
     graph = h.make_graph([h.make_node("MatMul", ["x", "x"], ["y"], name="mm")], "g",
                          [h.make_tensor_value_info("x", 1, [2, 2])], [h.make_tensor_value_info("y", 1, [2, 2])])
     assert quantizable_nodes(make_model(graph)) == []
+
+
+def _action_like_block() -> onnx.ModelProto:
+    """ACTION-Net's block input as a residual sum: r = Relu(a + b) feeds the shift (TAMAggregate), a conv
+    through the quantizer's Q/DQ pair (as a downsample does) and the residual Add; the shift's output feeds
+    a pooling and the gate Mul."""
+    h = onnx.helper
+    scale = onnx.numpy_helper.from_array(np.float32(0.1), "s")
+    zero = onnx.numpy_helper.from_array(np.int8(0), "z")
+    nodes = [h.make_node("Add", ["a", "b"], ["sum"], name="add"), h.make_node("Relu", ["sum"], ["r"], name="relu"),
+             h.make_node("QuantizeLinear", ["r", "s", "z"], ["r_q"], name="r_q"),
+             h.make_node("DequantizeLinear", ["r_q", "s", "z"], ["r_dq"], name="r_dq"),
+             h.make_node("Relu", ["r_dq"], ["down"], name="down"),
+             h.make_node(TAM_OP_TYPE, ["r", "k", "l"], ["y"], name="tam", domain=TAM_DOMAIN),
+             h.make_node("ReduceMean", ["y"], ["pooled"], name="pool"),
+             h.make_node("Mul", ["y", "pooled"], ["gated"], name="gate"),
+             h.make_node("Add", ["gated", "r"], ["out"], name="residual")]
+    inputs = [h.make_tensor_value_info(name, 1, [2, 4, 3, 3]) for name in ("a", "b")]
+    inputs += [h.make_tensor_value_info("k", 1, [1, 4, 3]), h.make_tensor_value_info("l", 1, [1, 4, 2])]
+    outputs = [h.make_tensor_value_info(name, 1, [2, 4, 3, 3]) for name in ("out", "down")]
+    model = make_model(h.make_graph(nodes, "block", inputs, outputs, [scale, zero]))
+    model.opset_import.append(h.make_opsetid(TAM_DOMAIN, 1))
+    return model
+
+
+def test_openvino_int8_graph_reads_tam_tensors_through_one_qdq_pair_each():
+    """quantize_tam_tensors: X reuses the quantizer's pair and the residual Add reads it too; the output
+    gets a pair of its own from its calibrated range, read by every reader."""
+    model = _action_like_block()
+    ranges = {"y": type("Range", (), {"range_value": (np.float32(-2.0), np.float32(1.0))})()}
+    assert quantize_tam_tensors(model, ranges) == ["tam"]
+    nodes = {n.name: n for n in model.graph.node}
+    assert list(nodes["tam"].input) == ["r_dq", "k", "l"] and list(nodes["residual"].input) == ["gated", "r_dq"]
+    assert nodes["pool"].input[0] == nodes["gate"].input[0] == "tam_Y_dq"
+    assert [n.op_type for n in model.graph.node].count("QuantizeLinear") == 2
+    y_scale = next(i for i in model.graph.initializer if i.name == "tam_Y_scale")
+    assert onnx.numpy_helper.to_array(y_scale) == pytest.approx(2.0 / 127)  # symmetric over max |range|
+    topological_sort(model.graph)
+    onnx.checker.check_model(model)
+
+
+def test_openvino_int8_graph_needs_the_range_of_a_tam_tensor_it_quantizes():
+    with pytest.raises(PrecisionError, match="no calibrated range for y"):
+        quantize_tam_tensors(_action_like_block(), {})
 
 
 def test_fp16_block_nodes_stay_float32(trained):
