@@ -57,10 +57,11 @@ class RunnerResult:
     ``memory_growth_mb``: how much the process's peak resident set (VmHWM, reset through
     /proc/self/clear_refs just before loading) grew over the resident set just before loading, while this
     runner loaded and ran its first call at every batch; runners load one after another, so each
-    figure is that runner's own growth. It is not the runner's whole footprint: memory that earlier work
-    in the process freed (an export, another runner) is reused without growing the resident set, so a
-    runner can read near 0; bench one artifact alone for its footprint. None where /proc does not
-    allow it (not Linux).
+    figure is that runner's own growth. Memory that earlier work in the process freed goes back to the
+    system first (glibc's malloc_trim), so that malloc does not hide a runner's allocations by reusing
+    it; pools that a runtime keeps for itself (an earlier session's arena) still can, so this is not the
+    runner's whole footprint: bench one artifact alone for that. None where /proc does not allow it
+    (not Linux).
     ``peak_cuda_mb``: ``torch.cuda.max_memory_allocated`` growth over the same span, for runners on
     torch's CUDA allocator; None otherwise (ONNX Runtime's and TensorRT's GPU memory is not counted).
     """
@@ -178,8 +179,8 @@ class BenchReport:
             lines.append(f"| {r.label} | {r.load_seconds:.3g} | {_num(r.batches[0].first_ms)} | "
                          f"{_opt(r.memory_growth_mb)} | {_opt(r.peak_cuda_mb)} |")
         lines += ["", "memory growth: how much the process's peak resident memory grew while the runner loaded and ran "
-                  "its first calls (memory freed by earlier work is reused, so it can read near 0; bench one "
-                  "artifact alone for its footprint)"]
+                  "its first calls (pools a runtime kept from earlier work can be reused, so it can read low; bench "
+                  "one artifact alone for its footprint)"]
         return "\n".join(lines) + "\n"
 
 
