@@ -271,9 +271,11 @@ def quantize_tam_tensors(model: onnx.ModelProto, ranges) -> list[str]:
         source = producer.get(node.input[0])
         while source is not None and source.op_type == "Relu":
             source = producer.get(source.input[0])
-        if source is None or source.op_type != "DequantizeLinear":
-            pairs += _quantize_tensor(model, node.input[0], f"{node.name}_X", ranges, readers)
-        pairs += _quantize_tensor(model, node.output[0], f"{node.name}_Y", ranges, readers)
+        new = [] if source is not None and source.op_type == "DequantizeLinear" else _quantize_tensor(
+            model, node.input[0], f"{node.name}_X", ranges, readers)
+        new += _quantize_tensor(model, node.output[0], f"{node.name}_Y", ranges, readers)
+        producer.update({out: n for n in new for out in n.output})
+        pairs += new
         quantized.append(node.name)
     model.graph.node.extend(pairs)  # the caller sorts the graph
     return quantized
@@ -303,6 +305,8 @@ def _quantize_tensor(model: onnx.ModelProto, tensor: str, tag: str, ranges,
                                      name=f"{tag}_QuantizeLinear"),
                onnx.helper.make_node("DequantizeLinear", [f"{tag}_q", f"{tag}_scale", f"{tag}_zero_point"],
                                      [dequantized], name=f"{tag}_DequantizeLinear")]
+        readers.setdefault(tensor, []).append(new[0])  # a second TAMAggregate reading it finds this pair
+        readers[f"{tag}_q"] = [new[1]]
     for reader in readers.get(tensor, []):
         if reader.op_type != "QuantizeLinear":
             reader.input[:] = [dequantized if name == tensor else name for name in reader.input]

@@ -390,6 +390,19 @@ def test_openvino_int8_graph_reads_tam_tensors_through_one_qdq_pair_each():
     onnx.checker.check_model(model)
 
 
+def test_openvino_int8_graph_gives_a_tensor_one_qdq_pair_however_many_tam_nodes_read_it():
+    model = _action_like_block()
+    for twin in ("twin_a", "twin_b"):  # two more TAMAggregate nodes on the Add's output, which has no pair yet
+        model.graph.node.append(onnx.helper.make_node(TAM_OP_TYPE, ["sum", "k", "l"], [f"{twin}_y"], name=twin,
+                                                      domain=TAM_DOMAIN))
+        model.graph.output.append(onnx.helper.make_tensor_value_info(f"{twin}_y", 1, [2, 4, 3, 3]))
+    ranges = {name: type("Range", (), {"range_value": (np.float32(-1.0), np.float32(1.0))})() for name in ("sum", "y")}
+    quantize_tam_tensors(model, ranges)
+    nodes = {n.name: n for n in model.graph.node}
+    assert [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"].count("sum") == 1
+    assert nodes["twin_a"].input[0] == nodes["twin_b"].input[0] == nodes["relu"].input[0] == "twin_a_X_dq"
+
+
 def test_openvino_int8_graph_needs_the_range_of_a_tam_tensor_it_quantizes():
     with pytest.raises(PrecisionError, match="no calibrated range for y"):
         quantize_tam_tensors(_action_like_block(), {})
