@@ -83,9 +83,14 @@ def runners_for(arch: str, files: dict[str, Path], threads: int | None) -> list[
     return runners
 
 
-def measure_pair(key: str, by_label: dict[str, object], args: argparse.Namespace) -> tuple[float, float, float]:
-    """The per-round ratio of ``key``'s two runners measured alone, interleaved (median, 95% interval)."""
+def runner_pair(key: str) -> tuple[str, str]:
+    """The two runner labels of a ratio's key, ``"a / b"``."""
     a, b = (part.strip() for part in key.split("/"))
+    return a, b
+
+
+def measure_pair(a: str, b: str, by_label: dict[str, object], args: argparse.Namespace) -> tuple[float, float, float]:
+    """The per-round ratio of runners ``a`` and ``b`` measured alone, interleaved (median, 95% interval)."""
     report = run_benchmark([(a, by_label[a]), (b, by_label[b])], [1], warmup=args.warmup, iters=args.pair_iters,
                            threads=args.threads, progress=False)
     samples = {r.label: r.at(1).samples_ms for r in report.runners}
@@ -124,16 +129,14 @@ def main() -> None:
         table.append(f"| {kind} | " + " | ".join(cells) + " |")
     print("\n".join(table))
 
+    keys = [*TARGETS, "ov bf16 tanet_r50 (TAM body inlined) / ov bf16 tsn_r50"]
     ratios = {}
-    for key in TARGETS:
-        a, b = (part.strip() for part in key.split("/"))
+    for key in keys:
+        a, b = runner_pair(key)
         if a in median and b in median:
             ratios[key] = (median[a] / median[b], *paired_ratio(samples[a], samples[b]))
-    if "ov bf16 tanet_r50 (TAM body inlined)" in median and "ov bf16 tsn_r50" in median:
-        a, b = "ov bf16 tanet_r50 (TAM body inlined)", "ov bf16 tsn_r50"
-        ratios[f"{a} / {b}"] = (median[a] / median[b], *paired_ratio(samples[a], samples[b]))
     by_label = dict(runners)
-    pairs = {key: measure_pair(key, by_label, args) for key in ratios}
+    pairs = {key: measure_pair(*runner_pair(key), by_label, args) for key in ratios}
     print("| ratio | all runners: of medians | all runners: per-round [95% CI] | two alone: per-round [95% CI] "
           "| target | met |\n|---|--:|--:|--:|--:|---|")
     for key, (value, mid, low, high) in ratios.items():

@@ -250,8 +250,9 @@ def quantize_qdq(model: onnx.ModelProto, ranges, exclude: Sequence[str] = (),
 
 def quantize_tam_tensors(model: onnx.ModelProto, ranges) -> list[str]:
     """Symmetric INT8 Q/DQ around each TAMAggregate node, in place, for OpenVINO only (``build_int8``);
-    returns the nodes' names. Its X, unless dequantized already (through ReLUs), and its output: one Q/DQ
-    pair per tensor, which every float reader of the tensor then reads (``_quantize_tensor``).
+    returns the nodes' names. Its X, unless dequantized already (through ReLUs), and its output, unless a
+    graph output: one Q/DQ pair per tensor, which every float reader of the tensor then reads
+    (``_quantize_tensor``).
 
     Measured on ACTION-Net-R50, OpenVINO 2026.4 on an AMX CPU (interleaved rounds): with X quantized the
     frame shifts copy INT8 instead of float (192 -> 167 ms); with the block input's residual Add reading
@@ -265,15 +266,18 @@ def quantize_tam_tensors(model: onnx.ModelProto, ranges) -> list[str]:
     for node in model.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
     pairs: list[onnx.NodeProto] = []
     quantized: list[str] = []
     for node in tam_nodes(model):
         source = producer.get(node.input[0])
         while source is not None and source.op_type == "Relu":
             source = producer.get(source.input[0])
-        new = [] if source is not None and source.op_type == "DequantizeLinear" else _quantize_tensor(
-            model, node.input[0], f"{node.name}_X", ranges, readers)
-        new += _quantize_tensor(model, node.output[0], f"{node.name}_Y", ranges, readers)
+        tensors = [(node.output[0], f"{node.name}_Y")]
+        if source is None or source.op_type != "DequantizeLinear":
+            tensors.insert(0, (node.input[0], f"{node.name}_X"))
+        new = [q for tensor, tag in tensors if tensor not in outputs
+               for q in _quantize_tensor(model, tensor, tag, ranges, readers)]
         producer.update({out: n for n in new for out in n.output})
         pairs += new
         quantized.append(node.name)
@@ -284,12 +288,9 @@ def quantize_tam_tensors(model: onnx.ModelProto, ranges) -> list[str]:
 def _quantize_tensor(model: onnx.ModelProto, tensor: str, tag: str, ranges,
                      readers: dict[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
     """Make every float reader of ``tensor`` read it through one symmetric INT8 Q/DQ pair: the pair the
-    quantizer put there already, or a new one from the calibrated range (returned, to add to the graph).
-    A graph output stays as it is."""
+    quantizer put there already, or a new one from the calibrated range (returned, to add to the graph)."""
     from onnxruntime.quantization.quant_utils import QuantType, compute_scale_zp, get_qmin_qmax_for_qType
 
-    if tensor in {o.name for o in model.graph.output}:
-        return []
     new: list[onnx.NodeProto] = []
     dequantized = _dequantized(tensor, readers)
     if dequantized is None:
