@@ -1,16 +1,17 @@
-"""The TAM aggregation op in every runtime: PyTorch op (registered on import), ONNX function.
+"""The TAM aggregation op in every runtime: PyTorch op, ONNX function, OpenVINO conversion, Triton kernel,
+TensorRT plugin, one module each.
 
-Importing this package registers ``torch.ops.tamdeploy.tam_aggregate``, with the Triton kernel as its
-CUDA implementation (``triton_tam``: Triton is imported only when a CUDA tensor reaches the op); the
-TensorRT plugin (``trt_plugin``) registers on demand. The ONNX side lives in
-``tamdeploy.plugins.tam_onnx`` and is imported only by whoever exports, so that ``import tamdeploy``
-stays free of onnx and onnxscript.
+Nothing is imported here, so that the OpenVINO and ONNX Runtime paths (``tam_openvino``, ``contract``)
+load without PyTorch. ``torch.ops.tamdeploy.tam_aggregate`` is registered by importing ``tam_op`` (or
+by the first use of a name below), with the Triton kernel (``triton_tam``) as its CUDA implementation,
+imported when a CUDA tensor first reaches the op; the TensorRT plugin (``trt_plugin``) registers on
+demand; the ONNX side (``tam_onnx``) is imported only by whoever exports.
 """
 
-from tamdeploy.plugins.tam_op import TAMInputError, tam_aggregate, tam_aggregate_fused
-from tamdeploy.plugins.tam_reference import tam_aggregate_reference
-from tamdeploy.plugins.triton_tam import register_cuda_kernel
+from tamdeploy.lazy import lazy_attributes
 
-register_cuda_kernel()
+_PUBLIC = {"TAMInputError": "contract", "tam_aggregate": "tam_op", "tam_aggregate_fused": "tam_op",
+           "tam_aggregate_reference": "tam_reference"}
+__all__ = list(_PUBLIC)
 
-__all__ = ["TAMInputError", "tam_aggregate", "tam_aggregate_fused", "tam_aggregate_reference"]
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

@@ -25,42 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from tamdeploy.errors import TamdeployError
+from tamdeploy.plugins.contract import check_tam_inputs
 
 TAM_OP_QUALNAME = "tamdeploy::tam_aggregate"
-
-
-class TAMInputError(TamdeployError, ValueError):
-    """Tensors that do not follow the TAM aggregation contract (ranks, N/T/C, odd K, dtypes)."""
-
-
-def check_tam_inputs(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> None:
-    """Raise TAMInputError unless x [N*T, C, H, W], kernel [N, C, K] and local [N, C, T] fit together."""
-    for name, tensor, rank, layout in (
-        ("x", x, 4, "[N*T, C, H, W]"),
-        ("kernel", kernel, 3, "[N, C, K]"),
-        ("local", local, 3, "[N, C, T]"),
-    ):
-        if tensor.dim() != rank:
-            raise TAMInputError(f"TAM {name} must be {layout}, got shape {tuple(tensor.shape)}")
-    n, c, k = kernel.shape
-    t = local.shape[-1]
-    if local.shape[0] != n or local.shape[1] != c:
-        raise TAMInputError(f"TAM local {tuple(local.shape)} and kernel {tuple(kernel.shape)} disagree on N or C")
-    if x.shape[1] != c or x.shape[0] != n * t:
-        raise TAMInputError(
-            f"TAM x {tuple(x.shape)} must be [N*T, C, H, W] = [{n}*{t}, {c}, H, W] (N, C from kernel, T from local)"
-        )
-    if k % 2 == 0:
-        raise TAMInputError(f"TAM kernel size K must be odd, got K={k}")
-    if not x.is_floating_point() or not x.dtype == kernel.dtype == local.dtype:
-        raise TAMInputError(
-            f"TAM inputs must share one floating dtype, got x {x.dtype}, kernel {kernel.dtype}, local {local.dtype}"
-        )
-    if not x.device == kernel.device == local.device:
-        raise TAMInputError(
-            f"TAM inputs must be on one device, got x {x.device}, kernel {kernel.device}, local {local.device}"
-        )
 
 
 def tam_aggregate_fused(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
@@ -102,3 +69,15 @@ def tam_aggregate(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) ->
 def _tam_aggregate_fake(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     check_tam_inputs(x, kernel, local)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@tam_aggregate.register_kernel("cuda")
+def tam_aggregate_cuda(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """The op on CUDA: the Triton kernel when Triton is installed and the inputs are what it does (fp32,
+    fp16, bf16; K <= 7), else the fused ops. ``triton_tam`` is imported on the first CUDA call (it imports
+    no Triton itself), so CPU-only processes never load it."""
+    from tamdeploy.plugins.triton_tam import triton_handles, triton_tam_aggregate
+
+    if triton_handles(x, kernel):
+        return triton_tam_aggregate(x, kernel, local)
+    return tam_aggregate_fused(x, kernel, local)

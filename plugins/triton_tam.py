@@ -19,9 +19,10 @@ the result is rounded once to the output type (fp16 in, fp16 out).
 Importing this module does not import Triton: the kernel is built on first use. That keeps
 ``import tamdeploy`` free of Triton on machines where no CUDA tensor ever reaches the op, and
 lets ``TRITON_INTERPRET=1`` (read when the kernel is built) take effect even if the variable is set
-after import. ``register_cuda_kernel()`` makes the kernel the op's CUDA implementation; it imports
-nothing either, and the first CUDA call falls back to the portable implementation when Triton is
-missing or the inputs are outside what the kernel does (dtypes other than fp32/fp16/bf16, K > 7).
+after import. The op's CUDA implementation (``tam_op.tam_aggregate_cuda``) imports this module on the
+first CUDA call and uses the kernel where ``triton_handles`` says so; it falls back to the portable
+implementation when Triton is missing or the inputs are outside what the kernel does (dtypes other than
+fp32/fp16/bf16, K > 7).
 
 AOT (for the TensorRT plugin): ``compile_tam_kernel`` compiles the kernel to PTX for a
 ``GPUTarget`` without needing a GPU, and removes the two hidden scratch-buffer parameters that
@@ -42,7 +43,7 @@ from typing import Any
 import torch
 
 from tamdeploy.errors import TamdeployError
-from tamdeploy.plugins.tam_op import check_tam_inputs, tam_aggregate, tam_aggregate_fused
+from tamdeploy.plugins.contract import check_tam_inputs
 
 MAX_KERNEL_SIZE = 7
 # torch dtype -> Triton pointer element type, for the dtypes the kernel takes
@@ -218,18 +219,10 @@ def launch_tam_kernel(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor
     )
 
 
-def _tam_aggregate_cuda(x: torch.Tensor, kernel: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-    if x.dtype in TRITON_TYPES and kernel.dim() == 3 and kernel.shape[-1] <= MAX_KERNEL_SIZE and triton_available():
-        return triton_tam_aggregate(x, kernel, local)
-    return tam_aggregate_fused(x, kernel, local)
-
-
-@functools.cache
-def register_cuda_kernel() -> None:
-    """Make the Triton kernel the CUDA implementation of ``torch.ops.tamdeploy.tam_aggregate`` (once).
-
-    Cheap: nothing is imported until a CUDA tensor reaches the op."""
-    tam_aggregate.register_kernel("cuda")(_tam_aggregate_cuda)
+def triton_handles(x: torch.Tensor, kernel: torch.Tensor) -> bool:
+    """Whether the kernel takes these inputs (dtype, K) and Triton is installed: the op's CUDA
+    implementation (``tam_op.tam_aggregate_cuda``) falls back to the fused ops otherwise."""
+    return x.dtype in TRITON_TYPES and kernel.dim() == 3 and kernel.shape[-1] <= MAX_KERNEL_SIZE and triton_available()
 
 
 # --- ahead-of-time compilation (PTX), for the TensorRT plugin ------------------------------------------

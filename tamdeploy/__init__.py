@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # Nothing is imported here: decode workers, the Triton models and the serving client import parts of
 # tamdeploy on machines or in processes without PyTorch. ``torch.ops.tamdeploy.tam_aggregate`` is
-# registered by ``import tamdeploy.plugins`` (the exporter's rewrites import it themselves).
+# registered by ``import tamdeploy.plugins.tam_op`` (the exporter's rewrites import it themselves).
 
 from tamdeploy.lazy import lazy_attributes  # noqa: E402
 

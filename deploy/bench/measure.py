@@ -20,6 +20,7 @@ import ctypes
 import gc
 import math
 import platform
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, suppress
@@ -303,20 +304,23 @@ def _fill_ratios(results: list[RunnerResult]) -> None:
 
 def environment() -> dict[str, str]:
     """Versions and hardware that a latency number depends on: the CPU with the instruction sets that
-    decide which precision pays off (``tamdeploy.system``), and the runtimes."""
+    decide which precision pays off (``tamdeploy.system``), and the runtimes. PyTorch's threads and GPU
+    are read only when a runner loaded torch: an OpenVINO or ONNX Runtime bench never imports it."""
     import onnxruntime
-    import torch
 
     system = system_info()
     env = {
         "tamdeploy": __version__, "python": platform.python_version(), "platform": platform.platform(),
         "cpu": system.cpu, "cpu_isa": ", ".join(system.isa) or "unknown", "cpu_count": str(system.logical_cores),
-        "torch": torch.__version__, "torch_threads": str(torch.get_num_threads()),
         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if "openvino" in system.runtimes:
-        env["openvino"] = system.runtimes["openvino"]
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name()
+    for runtime in ("torch", "openvino"):
+        if runtime in system.runtimes:
+            env[runtime] = system.runtimes[runtime]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["torch_threads"] = str(torch.get_num_threads())
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name()
     return env

@@ -93,38 +93,50 @@ class ServerEnvironment:
                                           "Triton's Python stub loads; use a Python built with --enable-shared")
 
 
-def _tamdeploy_source() -> str:
+# what a copy of the checkout leaves out: environments, build output, caches, run artifacts
+_NOT_SOURCE = (".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "runs")
+
+
+def _tamdeploy_source(scratch: Path) -> str:
     """What pip installs tamdeploy from in the server environment: this checkout when tamdeploy runs from
-    one (an editable install), else the released version of the same number."""
+    one (an editable install), copied into ``scratch`` first so that setuptools' in-tree build leaves no
+    ``build/`` in the checkout (where files deleted since would linger and be installed next time); else
+    the released version of the same number."""
     import tamdeploy
 
     root = Path(tamdeploy.__file__).resolve().parent.parent
     pyproject = root / "pyproject.toml"
     if pyproject.is_file() and 'name = "tamdeploy"' in pyproject.read_text():
-        return str(root)
+        copy = scratch / "tamdeploy-source"
+        shutil.copytree(root, copy, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+        return str(copy)
     return f"tamdeploy=={tamdeploy.__version__}"
 
 
 def setup_environment(root: Path, progress: bool = True) -> ServerEnvironment:
     """Create the server's venv (this Python, its shared library) and install what the models need;
     the only step that downloads (nvidia-pytriton is ~150 MB). Re-running it repairs an environment."""
+    import tempfile
+
     from tamdeploy.console import status
 
     env = ServerEnvironment(root)
     base = getattr(sys, "_base_executable", sys.executable)
-    steps = [
-        ([base, "-m", "venv", str(root)], "creating the environment"),
-        ([str(env.python), "-m", "pip", "install", "-q", f"nvidia-pytriton=={PYTRITON_VERSION}", "--no-deps"],
-         "installing nvidia-pytriton (the tritonserver binary)"),
-        ([str(env.python), "-m", "pip", "install", "-q", *SERVER_PACKAGES], "installing numpy<2, onnxruntime, av"),
-        ([str(env.python), "-m", "pip", "install", "-q", "--no-deps", _tamdeploy_source()], "installing tamdeploy"),
-    ]
-    for command, what in steps:
-        with status(what, progress):
-            done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise TamdeployError(f"setting up the Triton environment failed while {what}: {last}")
+    with tempfile.TemporaryDirectory(prefix="tamdeploy-setup-") as scratch:
+        steps = [
+            ([base, "-m", "venv", str(root)], "creating the environment"),
+            ([str(env.python), "-m", "pip", "install", "-q", f"nvidia-pytriton=={PYTRITON_VERSION}", "--no-deps"],
+             "installing nvidia-pytriton (the tritonserver binary)"),
+            ([str(env.python), "-m", "pip", "install", "-q", *SERVER_PACKAGES], "installing numpy<2, onnxruntime, av"),
+            ([str(env.python), "-m", "pip", "install", "-q", "--no-deps", _tamdeploy_source(Path(scratch))],
+             "installing tamdeploy"),
+        ]
+        for command, what in steps:
+            with status(what, progress):
+                done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise TamdeployError(f"setting up the Triton environment failed while {what}: {last}")
     env.check()
     return env
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from tamdeploy.errors import TamdeployError
 from tamdeploy.onnx_model import make_model, with_min_ir_version
 from tamdeploy.onnx_runtime import create_session
+from tamdeploy.plugins.contract import TAMInputError
 from tamdeploy.plugins.tam_onnx import (
     TAM_DOMAIN,
     TAM_OP_TYPE,
@@ -26,7 +27,6 @@ from tamdeploy.plugins.tam_onnx import (
     make_tam_model,
     tam_translation_table,
 )
-from tamdeploy.plugins.tam_op import TAMInputError
 from tamdeploy.plugins.tam_reference import tam_aggregate_reference
 
 tam_op = torch.ops.tamdeploy.tam_aggregate
@@ -135,7 +135,7 @@ def test_mixed_dtypes_are_rejected() -> None:
 
 def test_import_registers_op_without_loading_onnx() -> None:
     code = (
-        "import sys, torch, tamdeploy.plugins; torch.ops.tamdeploy.tam_aggregate.default; "
+        "import sys, torch, tamdeploy.plugins.tam_op; torch.ops.tamdeploy.tam_aggregate.default; "
         "assert not {'onnx', 'onnxscript'} & set(sys.modules), 'onnx imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,7 +21,7 @@ from helpers import REPO_ROOT as ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tamdeploy.plugins.tam_op import TAMInputError
+from tamdeploy.plugins.contract import TAMInputError
 from tamdeploy.plugins.tam_reference import tam_aggregate_reference
 from tamdeploy.plugins.triton_tam import (
     HIDDEN_PARAMS,
@@ -182,8 +182,8 @@ def test_strip_hidden_params_needs_the_entry_and_its_visible_parameters():
         strip_hidden_params(PTX, "tam_aggregate_kernel", 6)
 
 
-def test_import_tamdeploy_plugins_does_not_import_triton_but_registers_the_cuda_kernel():
-    code = ("import sys, torch, tamdeploy.plugins; "
+def test_registering_the_op_does_not_import_triton_but_registers_the_cuda_kernel():
+    code = ("import sys, torch, tamdeploy.plugins.tam_op; "
             "print('triton' in sys.modules, "
             "torch._C._dispatch_has_kernel_for_dispatch_key('tamdeploy::tam_aggregate', 'CUDA'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -260,7 +260,8 @@ if not INTERPRETED:
         assert " passed" in tail and "failed" not in tail, tail
 
 else:
-    from tamdeploy.plugins.triton_tam import _tam_aggregate_cuda, launch_tam_kernel, triton_tam_aggregate
+    from tamdeploy.plugins.tam_op import tam_aggregate_cuda
+    from tamdeploy.plugins.triton_tam import launch_tam_kernel, triton_tam_aggregate
 
     @pytest.mark.parametrize(("n", "t", "k", "c", "h", "w"), [
         (2, 8, 3, 5, 7, 7),  # TANet's T and K
@@ -322,12 +323,12 @@ else:
 
     def test_interpreted_cuda_implementation_uses_the_kernel_and_falls_back_where_it_cannot():
         x, kernel, local = tam_inputs(1, 4, 3, 2, 3, 3)
-        assert_matches(_tam_aggregate_cuda(x, kernel, local), x, kernel, local)
+        assert_matches(tam_aggregate_cuda(x, kernel, local), x, kernel, local)
         # float64 and K = 9 are not the kernel's: the portable implementation answers
-        y64 = _tam_aggregate_cuda(x.double(), kernel.double(), local.double())
+        y64 = tam_aggregate_cuda(x.double(), kernel.double(), local.double())
         torch.testing.assert_close(y64, tam_aggregate_reference(x.double(), kernel.double(), local.double()))
         wide = torch.softmax(torch.randn(1, 2, 9), dim=-1)
-        torch.testing.assert_close(_tam_aggregate_cuda(x, wide, local), tam_aggregate_reference(x, wide, local))
+        torch.testing.assert_close(tam_aggregate_cuda(x, wide, local), tam_aggregate_reference(x, wide, local))
 
 
 # --- on a GPU -----------------------------------------------------------------------------------------------

@@ -292,3 +292,18 @@ def test_bench_measures_one_file_on_two_runtimes_and_names_the_cpu(exported):
     assert "memory_growth_mb" in report["runners"][0] and report["warnings"] is not None
     assert report["runners"][1]["precision"] == "fp32"
     assert report["environment"]["cpu_isa"] and report["environment"]["openvino"]
+
+
+def test_the_openvino_path_never_imports_torch(exported, tmp_path):
+    """Reading the default export (TAMAggregate converted on read), building an IR and benching it load
+    OpenVINO and ONNX Runtime only: torch (1.5 s to import, 5 GB) is not needed on a CPU serving box."""
+    xml = tmp_path / "tanet.xml"
+    code = ("import sys\nfrom tamdeploy.cli.app import run\n"
+            f"for argv in ([{str(exported['tanet_r50'][1])!r}, '--target', 'openvino', '-o', {str(xml)!r}],\n"
+            f"             [{str(xml)!r}, '--backend', 'openvino', '--iters', '2', '--warmup', '1',\n"
+            "              '--settle-ms', '0']):\n"
+            "    sys.argv = ['tamdeploy', 'build' if len(argv) == 5 else 'bench', *argv]\n"
+            "    try:\n        run()\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
