@@ -123,7 +123,7 @@ def _check_args(runners: Sequence[tuple[str, Runner]], batches: Sequence[int], w
     if warmup < 0:
         raise TamdeployError(f"warm-up rounds must be >= 0, got {warmup}")
     if threads is not None and threads < 1:
-        raise TamdeployError(f"threads must be >= 1, got {threads}")
+        raise TamdeployError(f"`threads` must be at least 1, got {threads}")
     if settle is not None and not 0 <= settle <= 10:
         raise TamdeployError(f"the pause between calls must be 0-10 seconds, got {settle}")
     return batches
@@ -291,7 +291,7 @@ def _runner_result(label: str, runner: Runner, load: Load, batches: list[int], s
         label=label, backend=runner.name, arch=runner.config.arch if runner.config else None,
         precision=runner.precision, threads=runner.threads, input_name=runner.input_name,
         input_shape=list(runner.input_shape), frames_per_clip=frames, load_seconds=load_seconds,
-        memory_growth_mb=peak_rss, peak_cuda_mb=peak_cuda, batches=results,
+        memory_growth_mb=peak_rss, peak_cuda_mb=peak_cuda, batches=results, settings=runner.settings,
     )
 
 

@@ -78,6 +78,7 @@ class RunnerResult:
     memory_growth_mb: float | None
     peak_cuda_mb: float | None
     batches: list[BatchResult]
+    settings: dict = field(default_factory=dict)  # how the backend ran it (``Runner.settings``)
 
     def at(self, batch: int) -> BatchResult:
         for result in self.batches:
@@ -170,6 +171,9 @@ class BenchReport:
                 lines.append(f"| {r.label} | {r.backend} | {batch} | {_num(s.median_ms)} | {_num(s.p90_ms)} | "
                              f"{_num(s.p99_ms)} | {_num(s.min_ms)} | {_num(s.max_ms)} | {_num(b.clips_per_s)} | "
                              f"{_num(b.frames_per_s)} | {_ratio(b.time_ratio)} |")
+        settings = [f"{r.label}: {describe_settings(r.settings)}" for r in self.runners if r.settings]
+        if settings:
+            lines += ["", *(f"settings: {line}" for line in settings)]
         if self.notes:
             lines += ["", *(f"note: {note}" for note in self.notes)]
         if self.warnings:
@@ -223,3 +227,8 @@ def _ratio(x: float) -> str:
 
 def _opt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1f}"
+
+
+def describe_settings(settings: dict) -> str:
+    """A runner's settings (``Runner.settings``) as one line: ``performance latency, streams 1, ...``."""
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in settings.items() if value is not None)

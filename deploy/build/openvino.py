@@ -26,10 +26,13 @@ from typing import Any
 
 from tamdeploy import __version__
 from tamdeploy.deploy.runners.openvino_ir import (
-    INFERENCE_PRECISIONS,
+    FRAMEWORK_INFO,
+    INFERENCE_KEY,
+    PRECISION_KEY,
     SIDECAR_FORMAT,
     SIDECAR_VERSION,
     cpu_has_bf16,
+    openvino_message,
     openvino_version,
     read_model,
     sidecar_path,
@@ -90,6 +93,10 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
         warnings.append("the INT8 ranges were calibrated on random pixels: accuracy on real video is unknown; "
                         "rebuild with `calib=PATH` on real clips before deploying")
     model = read_model(core, onnx_path)
+    # the IR says what it is without its sidecar too (a copy of the .xml and .bin only): the runner reads
+    # these when the sidecar is missing, as it reads the rest of tamdeploy's metadata
+    model.set_rt_info(precision, [FRAMEWORK_INFO, PRECISION_KEY])
+    model.set_rt_info(inference, [FRAMEWORK_INFO, INFERENCE_KEY])
 
     import openvino as ov
 
@@ -102,8 +109,10 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
         try:
             ov.save_model(model, str(staged_xml), compress_to_fp16=precision == "fp16")
         except RuntimeError as e:  # OpenVINO reports a failed write (a full disk, say) as a RuntimeError
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise OutputError(f"cannot write {out_xml}: OpenVINO could not save the IR ({first})") from e
+            free = shutil.disk_usage(staging).free
+            room = f"; {free / 1e6:.0f} MB free on that disk" if free < 2 * onnx_path.stat().st_size else ""
+            raise OutputError(f"cannot write {out_xml}: OpenVINO could not save the IR "
+                              f"({openvino_message(e)}){room}") from e
         staged_bin = weights_path(staged_xml)
         sidecar = {
             "format": SIDECAR_FORMAT,
@@ -115,7 +124,7 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
             "inference_precision": inference,
             "weights": "fp16" if precision == "fp16" else ("int8" if precision == "int8" else "fp32"),
             "files": {"xml_sha256": sha256_file(staged_xml), "bin_sha256": sha256_file(staged_bin)},
-            "onnx": {"path": str(onnx_path), "sha256": sha256_file(onnx_path)},
+            "onnx": {"path": str(onnx_path.resolve()), "sha256": sha256_file(onnx_path)},
             "calibration": calibration,
             "config": meta.config.to_dict() if meta is not None else None,
             "metadata": meta.to_metadata_props() if meta is not None else None,
@@ -130,6 +139,6 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return IRBuildResult(xml_path=out_xml, bin_path=weights_path(out_xml), sidecar_path=sidecar_path(out_xml),
-                         precision=precision, inference_precision=INFERENCE_PRECISIONS[inference],
+                         precision=precision, inference_precision=inference,
                          openvino_version=ov_version, xml_bytes=xml_bytes, bin_bytes=bin_bytes,
                          seconds=time.perf_counter() - started, warnings=warnings)

@@ -90,6 +90,18 @@ def default_output(model_path: Path, precision: str | None, target: str) -> Path
     return model_path.with_name(f"{stem}{tag}{SUFFIXES[target]}")
 
 
+def _graph_path(model_path: Path, output: Path, options: BuildOptions) -> Path:
+    """Where the precision graph goes: the output itself for ONNX Runtime; for an engine or IR, beside the
+    output when -o names one (``e.plan`` -> ``e.onnx``), else ``model.int8.onnx`` beside the input, which
+    the ONNX Runtime target would write too. OpenVINO's INT8 graph is its own (``int8.quantize_tam_tensors``):
+    ``.openvino.onnx``, so that it never replaces the other."""
+    if options.target == "onnxruntime":
+        return output
+    graph = output.with_suffix(".onnx") if options.output is not None else default_output(
+        model_path, options.precision, "onnxruntime")
+    return graph.with_name(f"{graph.stem}.openvino.onnx") if options.target == "openvino" else graph
+
+
 def _engine_builder() -> Callable[..., object]:
     """``deploy.build.engine.build_engine``, or the one-line error when TensorRT cannot be used here."""
     from tamdeploy.deploy.build.engine import build_engine
@@ -133,10 +145,7 @@ def build(model_path: str | Path, options: BuildOptions, *, progress: bool = Tru
     if options.precision is None or (options.target == "openvino" and options.precision != "int8"):
         graph_path, details, size = model_path, {}, model_path.stat().st_size
     else:
-        graph_path = output if options.target == "onnxruntime" else default_output(
-            model_path, options.precision, "onnxruntime")
-        if options.target == "openvino":  # its own INT8 graph (int8.quantize_tam_tensors): keep it apart
-            graph_path = graph_path.with_name(f"{graph_path.stem}.openvino.onnx")
+        graph_path = _graph_path(model_path, output, options)
         if graph_path.resolve() == model_path.resolve():
             raise TamdeployError(f"the output {graph_path} would overwrite the input model; choose another -o")
         if options.precision == "fp16":

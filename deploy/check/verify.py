@@ -96,6 +96,7 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     bisect: BisectReport | None = None
     bisect_skipped: str | None = None  # why --bisect could not run
+    runner_settings: dict = field(default_factory=dict)  # how the backend ran the artifact (``Runner.settings``)
 
     @property
     def passed(self) -> bool:
@@ -107,7 +108,8 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {
-            "artifact": self.artifact, "runner": self.runner, "checkpoint": self.checkpoint,
+            "artifact": self.artifact, "runner": self.runner, "runner_settings": self.runner_settings,
+            "checkpoint": self.checkpoint,
             "checkpoint_sha256": self.checkpoint_sha256, "exported_from_sha256": self.exported_from_sha256,
             "checkpoint_matches_export": self.checkpoint_matches_export,
             "precision": self.precision, "precision_source": self.precision_source,
@@ -375,7 +377,8 @@ def verify(artifact: str | os.PathLike, checkpoint: str | os.PathLike, *, data: 
             notes.append(f"only {count} sample(s): top-1 agreement moves in steps of {1 / count:.0%}, so "
                          f">= {tolerance.top1_min:g} means every sample must agree; use more samples")
         report = VerifyReport(str(artifact), candidate.name, str(checkpoint), ref.sha256, exported_from, precision,
-                              precision_source, tolerance, inputs, outputs, 0.0, warnings, notes)
+                              precision_source, tolerance, inputs, outputs, 0.0, warnings, notes,
+                              runner_settings=candidate.settings)
         if bisect:
             _run_bisect(report, artifact, candidate, ref, input_name, runs.worst, threads)
     report.seconds = time.perf_counter() - started

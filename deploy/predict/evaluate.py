@@ -240,6 +240,14 @@ def write_eval_outputs(report: EvalReport, directory: str | os.PathLike, plots: 
         from tamdeploy.deploy.predict.plots import plot_confusion
 
         for i, model in enumerate(report.models):
-            name = f"confusion-{i}-{Path(model.label.split('@')[0]).stem}.png"
+            name = f"confusion-{i}-{_file_label(model.label)}.png"
             files[f"confusion_{i}"] = str(plot_confusion(model, report.class_names, directory / name))
     return files
+
+
+def _file_label(label: str) -> str:
+    """A model's label as part of a file name: ``runs/m.int8.onnx@openvino`` -> ``m.int8.onnx-openvino``
+    (the whole file name and the backend, so that two models' plots are told apart)."""
+    path, _, backend = label.partition("@")
+    name = Path(path).name + (f"-{backend}" if backend else "")
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

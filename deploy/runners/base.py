@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -164,6 +164,12 @@ class Runner(ABC):
     def torch_cuda_device(self) -> torch.device | None:
         """The CUDA device whose torch allocator this runner uses (the bench reads its peak), else None."""
         return None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """How the backend runs the model, for reports, once active (OpenVINO: performance hint, streams,
+        inference precision, cache); empty where there is nothing beyond the name, precision and threads."""
+        return {}
 
     def share_cpu(self) -> str | None:
         """Called before activation when another runner takes turns with this one and nothing is timed

@@ -22,8 +22,16 @@ from tamdeploy.files import sha256_file
 INSTALL_HINT = 'OpenVINO is not installed: pip install "tamdeploy[openvino]"'
 SIDECAR_FORMAT = "tamdeploy-openvino-ir"
 SIDECAR_VERSION = 1
+# what the runner reads from the sidecar, and the JSON type each must have
+SIDECAR_FIELDS = {"precision": str, "inference_precision": str, "openvino_version": str, "files": dict,
+                  "onnx": dict, "calibration": dict, "config": dict, "metadata": dict}
 # tamdeploy's precision -> OpenVINO's INFERENCE_PRECISION_HINT
 INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# OpenVINO keeps an ONNX model's metadata_props as the model's "framework" rt_info (also in the IR it
+# saves); ``build_ir`` sets the IR's own precision there and adds the inference precision it was built for
+FRAMEWORK_INFO = "framework"
+PRECISION_KEY = "tamdeploy.precision"
+INFERENCE_KEY = "tamdeploy.openvino_inference_precision"
 
 
 class IRMismatchError(TamdeployError):
@@ -58,6 +66,15 @@ def tamdeploy_core(cache_dir: str | Path | None = None) -> Any:
     return core
 
 
+def openvino_message(e: BaseException) -> str:
+    """OpenVINO's error text on one line: its exceptions start with a source location ("Exception from
+    src/...:84:") and bury the reason in the lines after it ("Incorrect weights in bin file!")."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Exception from src", "Check '"))] or lines
+    text = "; ".join(dict.fromkeys(reasons)) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def read_model(core: Any, path: str | Path) -> Any:
     """``path`` (ONNX or IR) as an ``openvino.Model``, adapted to OpenVINO's CPU plugin
     (``openvino_graph.adapt_model``); a model OpenVINO cannot read is a one-line TamdeployError."""
@@ -66,10 +83,18 @@ def read_model(core: Any, path: str | Path) -> Any:
     try:
         model = core.read_model(str(path))
     except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line texts
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TamdeployError(f"OpenVINO cannot read {path}: {first}") from e
+        raise TamdeployError(f"OpenVINO cannot read {path}: {openvino_message(e)}") from e
     adapt_model(model)
     return model
+
+
+def embedded_info(model: Any) -> dict[str, str]:
+    """The metadata an ``openvino.Model`` carries: tamdeploy's ONNX metadata_props and, in an IR that
+    ``build_ir`` wrote, its precision and inference precision; empty for a model from elsewhere."""
+    if not model.has_rt_info([FRAMEWORK_INFO]):
+        return {}
+    keys = model.get_rt_info()[FRAMEWORK_INFO]
+    return {key: model.get_rt_info([FRAMEWORK_INFO, key]).astype(str) for key in keys} if isinstance(keys, dict) else {}
 
 
 def cpu_has_bf16(core: Any) -> bool:
@@ -83,7 +108,7 @@ def weights_path(xml: str | Path) -> Path:
 
 def read_sidecar(xml: str | Path) -> dict | None:
     """The IR's sidecar, or None when there is none (one tamdeploy did not build)."""
-    return read_sidecar_file(xml, SIDECAR_FORMAT, "OpenVINO IR", IRMismatchError)
+    return read_sidecar_file(xml, SIDECAR_FORMAT, "OpenVINO IR", IRMismatchError, SIDECAR_FIELDS)
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -96,8 +121,8 @@ def check_ir(xml: str | Path, sidecar: dict | None, here_version: str) -> None:
     xml = Path(xml)
     weights = weights_path(xml)
     if not weights.is_file():
-        raise IRMismatchError(f"{xml} has no weights file {weights.name} beside it: an IR is the .xml and its .bin; "
-                              f"copy both, or rebuild with 'tamdeploy build'")
+        raise IRMismatchError(f"{xml} has no weights file {weights.name} beside it: an IR is the .xml, its .bin and "
+                              f"its .xml.json; copy them together, or rebuild with 'tamdeploy build'")
     if sidecar is None:
         return
     files = sidecar.get("files") or {}

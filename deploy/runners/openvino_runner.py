@@ -28,16 +28,20 @@ import numpy as np
 
 from tamdeploy.deploy.runners.base import Runner, TensorSpec
 from tamdeploy.deploy.runners.openvino_ir import (
+    INFERENCE_KEY,
     INFERENCE_PRECISIONS,
+    PRECISION_KEY,
     check_ir,
     cpu_has_bf16,
+    embedded_info,
+    openvino_message,
     openvino_version,
     read_model,
     read_sidecar,
     tamdeploy_core,
 )
 from tamdeploy.errors import TamdeployError
-from tamdeploy.exporters.metadata import ModelMetadata, metadata_from_props, read_metadata
+from tamdeploy.exporters.metadata import ModelMetadata, metadata_from_props
 
 PERFORMANCE_MODES = ("latency", "throughput")
 IR_SUFFIXES = (".xml",)
@@ -74,6 +78,7 @@ class OpenVINORunner(Runner):
         self._core: Any = None
         self._config: dict[str, str] = {}
         self._compiled: Any = None
+        self._built: dict[str, Any] = {}  # the sidecar, or what the model carries: precision, metadata
         self._static: dict[tuple[int, ...], tuple[Any, Any]] = {}  # input shape -> (compiled, request)
         self._parallel: list[Any] = []  # throughput mode: one request per stream, on the dynamic model
         self._requests = 1
@@ -85,26 +90,22 @@ class OpenVINORunner(Runner):
         if not path.is_file():
             raise TamdeployError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
         core = tamdeploy_core(self.cache_dir)
-        graph_precision = "fp32"
         if path.suffix.lower() in IR_SUFFIXES:
             self.sidecar = read_sidecar(path)
             check_ir(path, self.sidecar, openvino_version())
-            if self.sidecar is not None:
-                # FP16 weights and INT8 graphs stay what they are; bf16 is only a hint (``precision`` overrides it)
-                built = self.sidecar.get("precision")
-                graph_precision = built if built in ("fp16", "int8") else "fp32"
-                self.metadata = metadata_from_props(self.sidecar.get("metadata") or {})
-        else:
-            import onnx
-
-            self.metadata = read_metadata(onnx.load(str(path), load_external_data=False))
-            if self.metadata is not None:
-                graph_precision = self.metadata.precision or "fp32"
+        model = read_model(core, path)
+        # what the model was built as: the IR's sidecar, else what the model itself carries (an IR copied
+        # without its sidecar, or an ONNX file: tamdeploy's metadata_props, which OpenVINO keeps)
+        embedded = embedded_info(model)
+        built = self.sidecar or {"precision": embedded.get(PRECISION_KEY), "inference_precision":
+                                 embedded.get(INFERENCE_KEY), "metadata": embedded}
+        self.metadata = metadata_from_props(built.get("metadata") or {})
         if self.metadata is not None:
             self.config = self.metadata.config
-        model = read_model(core, path)
-
-        if (self.sidecar or {}).get("calibration", {}) and self.sidecar["calibration"].get("random"):
+        # FP16 weights and INT8 graphs stay what they are; bf16 is only a hint (``precision`` overrides it)
+        graph_precision = built.get("precision") if built.get("precision") in ("fp16", "int8") else "fp32"
+        self._built = built
+        if (self.sidecar or {}).get("calibration") and self.sidecar["calibration"].get("random"):
             self.notes.append(f"{path.name}'s INT8 ranges were calibrated on random pixels: its accuracy on real "
                               f"video is unknown")
         asked = self.requested_precision or self._built_precision() or "fp32"
@@ -119,8 +120,7 @@ class OpenVINORunner(Runner):
         try:
             compiled = core.compile_model(model, self.device, config)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TamdeployError(f"OpenVINO cannot compile {path.name} for {self.device}: {first}") from e
+            raise TamdeployError(f"OpenVINO cannot compile {path.name} for {self.device}: {openvino_message(e)}") from e
         used = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type: f32, bf16, f16
         used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
         self.inference_precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(used, used)
@@ -129,18 +129,29 @@ class OpenVINORunner(Runner):
         self._core, self._model, self._config, self._compiled = core, model, config, compiled
         self._requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What OpenVINO compiled the model with (read back, not just what was asked for)."""
+        if self._compiled is None:
+            return {}
+        return {"performance": self.performance, "streams": int(self._compiled.get_property("NUM_STREAMS")),
+                "inference_precision": self.inference_precision, "threads": int(self._compiled.get_property(
+                    "INFERENCE_NUM_THREADS")), "cache_dir": str(self.cache_dir) if self.cache_dir else None}
+
     def _built_precision(self) -> str | None:
-        """The inference precision the IR was built for (its sidecar), when it names one."""
-        hint = (self.sidecar or {}).get("inference_precision")
+        """The inference precision the IR was built for (its sidecar or its own metadata), when it names one."""
+        hint = self._built.get("inference_precision")
         return hint if hint in INFERENCE_PRECISIONS else None
 
     def input_specs_impl(self) -> Sequence[TensorSpec]:
+        """Names from the model as read (a compiled port may also carry names the plugin gave it, e.g. the
+        output of an FP16 graph's input Cast, and ``get_any_name`` may pick one); feeds go by position."""
         specs = []
-        for port in self._compiled.inputs:
+        for read, port in zip(self._model.inputs, self._compiled.inputs, strict=True):
             shape = port.get_partial_shape()
             dims = tuple(d.get_length() if d.is_static else None for d in shape)
             element = port.get_element_type().get_type_name()
-            specs.append(TensorSpec(port.get_any_name(), dims, np.dtype(_OV_TYPES.get(element, element))))
+            specs.append(TensorSpec(read.get_any_name(), dims, np.dtype(_OV_TYPES.get(element, element))))
         return specs
 
     def output_names_impl(self) -> Sequence[str]:
@@ -151,7 +162,7 @@ class OpenVINORunner(Runner):
         key = tuple(dim for array in feed.values() for dim in array.shape)
         if key not in self._static:
             model = self._model.clone()
-            model.reshape({name: list(array.shape) for name, array in feed.items()})
+            model.reshape({i: list(array.shape) for i, array in enumerate(self._positional(feed))})
             compiled = self._core.compile_model(model, self.device, self._config)
             self._static[key] = (compiled, compiled.create_infer_request())
         return self._static[key]
@@ -161,8 +172,12 @@ class OpenVINORunner(Runner):
         if self.performance == "throughput" and self._requests > 1 and batch > 1:
             return self._infer_parallel(feed, batch)
         _, request = self._for_shape(feed)
-        request.infer(dict(feed))
+        request.infer(dict(enumerate(self._positional(feed))))
         return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self._outputs)}
+
+    def _positional(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The feed's arrays in the model's input order."""
+        return [feed[spec.name] for spec in self.input_specs()]
 
     def _infer_parallel(self, feed: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         """The batch split into one chunk per parallel request (OpenVINO's streams), then gathered.
@@ -174,7 +189,7 @@ class OpenVINORunner(Runner):
         chunks = np.array_split(np.arange(batch), min(self._requests, batch))
         running = list(zip(self._parallel[:len(chunks)], chunks, strict=True))
         for request, rows in running:
-            request.start_async({name: array[rows[0]:rows[-1] + 1] for name, array in feed.items()},
+            request.start_async({i: array[rows[0]:rows[-1] + 1] for i, array in enumerate(self._positional(feed))},
                                 share_inputs=False)
         for request, _ in running:
             request.wait()

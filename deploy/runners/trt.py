@@ -24,6 +24,9 @@ from tamdeploy.errors import BackendUnavailableError, TamdeployError
 
 SIDECAR_FORMAT = "tamdeploy-tensorrt-engine"
 SIDECAR_VERSION = 2  # 2: the plan's size and sha256 (``engine``)
+# what the runner reads from the sidecar, and the JSON type each must have
+SIDECAR_FIELDS = {"tensorrt_version": str, "gpu": dict, "onnx": dict, "engine": dict, "precision": str,
+                  "tam_op": str, "config": dict}
 
 
 def tensorrt_missing(instead: str) -> str:
@@ -97,7 +100,7 @@ class EngineMismatchError(TamdeployError):
 
 def read_sidecar(engine_path: str | Path) -> dict | None:
     """The engine's sidecar, or None when there is none (one tamdeploy did not build)."""
-    return read_sidecar_file(engine_path, SIDECAR_FORMAT, "engine", EngineMismatchError)
+    return read_sidecar_file(engine_path, SIDECAR_FORMAT, "engine", EngineMismatchError, SIDECAR_FIELDS)
 
 
 def gpu_label(name: str | None, capability: str | None) -> str:

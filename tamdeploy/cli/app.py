@@ -6,9 +6,15 @@ app registers them here, in the order ``--help`` lists them (the order of the wo
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
+
+try:  # Typer >= 0.2x carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
 
 from tamdeploy import __version__
 from tamdeploy.cli.bench_cmd import bench
@@ -18,7 +24,7 @@ from tamdeploy.cli.demo_cmd import demo
 from tamdeploy.cli.eval_cmd import eval
 from tamdeploy.cli.export_cmd import export
 from tamdeploy.cli.inspect_cmd import inspect
-from tamdeploy.cli.options import state
+from tamdeploy.cli.options import fail, state
 from tamdeploy.cli.package_cmd import package
 from tamdeploy.cli.predict_cmd import predict
 from tamdeploy.cli.serve_cmd import serve
@@ -55,5 +61,13 @@ def main(
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. With --json, a mistake that the option parser catches (a missing
+    argument, a value of the wrong type) is one line of JSON on stdout too, like every other error."""
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:
+        result = app(standalone_mode=False)
+    except ClickException as e:
+        raise SystemExit(fail(e.format_message(), e.exit_code, json_output=True).exit_code) from None
+    raise SystemExit(result if isinstance(result, int) else 0)

@@ -17,7 +17,7 @@ from tamdeploy.cli.options import (
     openvino_options,
     user_errors,
 )
-from tamdeploy.console import info, out, print_json
+from tamdeploy.console import info, out, print_json, warn
 from tamdeploy.errors import TamdeployError
 
 
@@ -71,8 +71,14 @@ def bench(
 
     if iters is not None and duration is not None:
         raise TamdeployError("give --iters or --duration, not both")
+    openvino = openvino_options(ov_precision, performance, streams, cache_dir)
     runners = build_runners(list(artifacts or []), backend, compile, input_size, num_segments, trust_checkpoint,
-                            openvino=openvino_options(ov_precision, performance, streams, cache_dir))
+                            openvino=openvino)
+    if openvino and not any(runner.name.startswith("openvino") for _, runner in runners):
+        flags = {"precision": "--ov-precision", "performance": "--performance", "streams": "--streams",
+                 "cache_dir": "--cache-dir"}
+        warn(f"{', '.join(flags[key] for key in openvino)} only apply to OpenVINO runners, and none is benched: "
+             "add --backend openvino, or name an artifact as model.onnx@openvino")
     report = run_benchmark(runners, parse_batches(batch), warmup=warmup, iters=iters, duration=duration,
                            threads=threads, settle=settle_ms / 1000, progress=not json_output)
     if plot is not None:

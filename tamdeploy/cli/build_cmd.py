@@ -67,7 +67,8 @@ def build(
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Output file (default beside MODEL: model.fp16.onnx, model.int8.onnx, "
                                "model[.fp16|.int8].plan for tensorrt, model[.bf16|.fp16|.int8].xml for "
-                               "openvino).")] = None,
+                               "openvino). An engine's or IR's FP16/INT8 graph goes beside it: out.plan -> "
+                               "out.onnx, out.xml -> out.openvino.onnx.")] = None,
     batch: Annotated[str | None, typer.Option(help="TensorRT: batch profile MIN,OPT,MAX.")] = None,
     workspace: Annotated[float | None, typer.Option(help="TensorRT: workspace limit in GB.")] = None,
     opt_level: Annotated[int | None, typer.Option(help="TensorRT: builder optimization level 0-5.")] = None,
@@ -113,7 +114,7 @@ def build(
                                     f"{' (random pixels)' if calibration['random'] else ''}"))
         rows.append(("INT8 layers", f"{report.details['quantized_nodes']} quantized, "
                                     f"{len(report.details['excluded_nodes'])} kept in float"))
-    if report.precision == "fp16":
+    if "blocked_nodes" in report.details:  # an FP16 graph (OpenVINO's FP16 is a hint on the FP32 graph)
         rows.append(("kept in FP32", f"{report.details['blocked_nodes']} nodes"))
     if report.engine:
         rows.append(("engine", report.engine.get("engine_path", "")))

@@ -15,8 +15,8 @@ from tamdeploy.console import err, key_value_table, out, print_json, stages, war
 @user_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to export (any layout 'inspect' reads).")],
-    output: Annotated[Path | None, typer.Option("-o", "--output",
-                                                help="Output .onnx (default: <checkpoint stem>.onnx).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Output .onnx (default: beside the checkpoint, its name with .onnx).")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture, when detection needs help.")] = None,
     num_segments: Annotated[int | None, typer.Option(help="Frames per clip (T).")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Number of classes.")] = None,

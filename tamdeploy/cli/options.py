@@ -8,6 +8,7 @@ so the import graph has no circle.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tamdeploy.console import error, print_json, set_message_rewrite
+from tamdeploy.console import error, set_message_rewrite
 from tamdeploy.errors import TamdeployError
 from tamdeploy.files import written_outputs
 
@@ -84,7 +85,16 @@ CacheDirOption = Annotated[Path | None, typer.Option(
 
 def openvino_options(precision: str | None, performance: str | None, streams: int | None,
                      cache_dir: Path | None) -> dict[str, Any]:
-    """The OpenVINO runner's options that were given (the others keep the runner's defaults)."""
+    """The OpenVINO runner's options that were given (the others keep the runner's defaults), checked here
+    so that a mistake names this CLI's flag (--ov-precision, not the runner's `precision`)."""
+    from tamdeploy.deploy.runners.openvino_ir import INFERENCE_PRECISIONS
+    from tamdeploy.deploy.runners.openvino_runner import PERFORMANCE_MODES
+
+    if precision is not None and precision not in INFERENCE_PRECISIONS:
+        raise TamdeployError(f"--ov-precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r} "
+                             "(INT8 is a graph: build it with `tamdeploy build --int8`)")
+    if performance is not None and performance not in PERFORMANCE_MODES:
+        raise TamdeployError(f"--performance must be one of {', '.join(PERFORMANCE_MODES)}, got {performance!r}")
     given = {"precision": precision, "performance": performance, "streams": streams, "cache_dir": cache_dir}
     return {key: value for key, value in given.items() if value is not None}
 
@@ -93,11 +103,13 @@ INTERNAL_ERROR_EXIT = 3  # 1 means "parity failed", 2 "a mistake the user can fi
 INTERRUPTED_EXIT = 130  # the shell's code for SIGINT
 
 
-def _fail(message: str, exit_code: int, json_output: bool) -> typer.Exit:
-    """Print the one line (and, with --json, the same as JSON on stdout) and make the exit."""
+def fail(message: str, exit_code: int, json_output: bool) -> typer.Exit:
+    """Print the one line (and, with --json, the same as one line of JSON on stdout) and make the exit.
+    A message of several lines (a runtime's error text) is joined into one."""
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     error(message)
     if json_output:
-        print_json({"error": spoken_as_flags(message), "exit_code": exit_code})
+        print(json.dumps({"error": spoken_as_flags(message), "exit_code": exit_code}))
     return typer.Exit(exit_code)
 
 
@@ -117,18 +129,18 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except TamdeployError as e:
             if state["debug"]:
                 raise
-            raise _fail(str(e), e.exit_code, json_output) from None
+            raise fail(str(e), e.exit_code, json_output) from None
         except KeyboardInterrupt:
             if state["debug"]:
                 raise
             written = written_outputs()
             what = ("nothing written" if not written else
                     "written before it: " + ", ".join(str(p) for p in written))
-            raise _fail(f"interrupted; {what}", INTERRUPTED_EXIT, json_output) from None
+            raise fail(f"interrupted; {what}", INTERRUPTED_EXIT, json_output) from None
         except Exception as e:
             if state["debug"]:
                 raise
-            raise _fail(f"internal error: {type(e).__name__}: {e} (a bug in tamdeploy; run again with --debug "
+            raise fail(f"internal error: {type(e).__name__}: {e} (a bug in tamdeploy; run again with --debug "
                         f"for the traceback)", INTERNAL_ERROR_EXIT, json_output) from None
 
     return wrapper

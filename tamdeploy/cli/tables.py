@@ -29,7 +29,7 @@ def print_predictions(records: list[dict], top_k: int) -> None:
     table.add_column("video")
     table.add_column("top-1", justify="left")
     if top_k > 1:
-        table.add_column(f"top-2..{top_k}", justify="left")
+        table.add_column("top-2" if top_k == 2 else f"top-2..{top_k}", justify="left")
     for record in records:
         shown = [f"{escape(t['label'])} {t['score']:.3f}" for t in record["top_k"]]
         cells = [shown[0] if shown else "[red]failed[/red]"]

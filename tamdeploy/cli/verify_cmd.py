@@ -90,6 +90,10 @@ def _print_report(report: VerifyReport) -> None:
             ("precision", f"{report.precision} ({precision_source})"),
             ("criterion", tol.describe()),
             ("inputs", report.inputs.describe())]
+    if report.runner_settings:
+        from tamdeploy.deploy.bench.report import describe_settings
+
+        rows.insert(1, ("settings", describe_settings(report.runner_settings)))
     rows += [("skipped", f"{s.source}: {s.reason}") for s in report.inputs.summary.skipped]
     out.print(key_value_table("verify", rows))
     comparisons = {name: o.comparison for name, o in report.outputs.items()}

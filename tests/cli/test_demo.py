@@ -23,3 +23,21 @@ def test_demo_runs_end_to_end_and_writes_its_files(tmp_path):
     assert labels == ["pytorch", "onnxruntime"] and report["bench"]["batches"] == [1, 4]
     assert json.loads((directory / "summary.json").read_text())["passed"] is True
     assert (directory / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_on_openvino_verifies_there_and_benches_all_three(tmp_path):
+    result = invoke("demo", "--dir", tmp_path / "demo", "--seconds", "0.3", "--backend", "openvino", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["passed"] and report["verify"]["runner"] == "openvino-cpu" and report["verify"]["passed"]
+    assert report["verify"]["runner_settings"]["performance"] == "latency"
+    runners = report["bench"]["runners"]
+    assert [(r["label"], r["backend"]) for r in runners] == [
+        ("pytorch", "pytorch"), ("onnxruntime", "onnxruntime-cpu"), ("openvino", "openvino-cpu")]
+    assert runners[2]["settings"]["streams"] >= 1 and not runners[0]["settings"]
+
+
+def test_demo_backend_is_checked_before_anything_is_written(tmp_path):
+    result = invoke("demo", "--dir", tmp_path / "demo", "--backend", "tensorrt")
+    assert result.exit_code == 2 and "--backend for the demo must be one of onnxruntime, openvino" in result.stderr
+    assert not (tmp_path / "demo").exists()

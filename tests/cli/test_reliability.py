@@ -8,6 +8,7 @@ is a real SIGINT sent to a child process in the middle of the export's parity ch
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ import tamdeploy.files
 from tamdeploy.deploy.bench import run_benchmark
 from tamdeploy.deploy.bench.report import LatencyStats, noise_warning
 from tamdeploy.deploy.runners import Runner, TensorSpec
+from tamdeploy.errors import TamdeployError
 from tamdeploy.exporters.pipeline import export_checkpoint
 from tamdeploy.models import create_model, is_checkpoint_file, save_checkpoint
 
@@ -298,3 +300,33 @@ def test_checkpoints_are_told_by_content_when_the_suffix_says_nothing(tiny, tmp_
     legacy = tmp_path / "legacy.weights"
     torch.save({"w": torch.zeros(1)}, legacy, _use_new_zipfile_serialization=False)
     assert is_checkpoint_file(legacy)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("verify", "model.xml", "--json"), "Missing option '--ckpt'"),
+    (("bench", "model.xml", "--streams", "abc", "--json"), "Invalid value for '--streams'"),
+    (("build", "model.onnx", "--precision", "fp16", "--json"), "No such option: --precision"),
+])
+def test_a_usage_mistake_under_json_is_one_line_of_json_on_stdout(args, needle):
+    """What the option parser refuses is an error like any other: with --json, a script reads JSON."""
+    exe = Path(sys.executable).with_name("tamdeploy")
+    result = subprocess.run([str(exe), *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    (line,) = result.stdout.splitlines()
+    assert json.loads(line)["exit_code"] == 2 and needle in json.loads(line)["error"]
+    assert result.stderr.strip().splitlines() == [f"error: {json.loads(line)['error']}"]
+
+
+def test_an_error_of_several_lines_is_printed_as_one(tiny, monkeypatch):
+    """Runtimes raise multi-line texts (OpenVINO: a source location, then the reason)."""
+    import tamdeploy.deploy.bench.setup as setup
+
+    def raise_multiline(*args, **kwargs):
+        raise TamdeployError("Exception from src/core/src/model.cpp:758:\nInput for tensor name 'x' is not found.\n")
+
+    monkeypatch.setattr(setup, "build_runners", raise_multiline)
+    result = invoke("bench", tiny[1], "--json")
+    assert result.exit_code == 2
+    assert result.stdout.count("\n") == 1 and len(result.stderr.strip().splitlines()) == 1
+    expected = "Exception from src/core/src/model.cpp:758: Input for tensor name 'x' is not found."
+    assert result.json()["error"] == expected

@@ -323,7 +323,7 @@ def test_cuda_runner_reports_peak_cuda_memory() -> None:
     ({"batches": [1, 1]}, "distinct and >= 1"),
     ({"batches": [0]}, "distinct and >= 1"),
     ({"warmup": -1}, "warm-up rounds must be >= 0"),
-    ({"threads": 0}, "threads must be >= 1"),
+    ({"threads": 0}, "`threads` must be at least 1"),
     ({"settle": -0.1}, "pause between calls must be 0-10 seconds"),
 ])
 def test_bad_arguments(kwargs: dict, message: str) -> None:

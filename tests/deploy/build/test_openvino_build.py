@@ -144,7 +144,7 @@ def test_the_openvino_int8_graph_quantizes_action_nets_shift_input_and_output_an
     for_ort = invoke("build", onnx_path, "-o", tmp_path / "a.int8.onnx", *calib)
     assert for_openvino.exit_code == 0 and for_ort.exit_code == 0, for_openvino.stderr + for_ort.stderr
     ov_graph = Path(for_openvino.json()["onnx"])
-    assert ov_graph.name == f"{onnx_path.stem}.int8.openvino.onnx"  # not the ONNX Runtime graph's name
+    assert ov_graph == tmp_path / "a.int8.openvino.onnx"  # beside the IR, not the ONNX Runtime graph's name
     assert dequantized_tam_inputs(ov_graph) == (16, 16)
     assert only_quantizers_read_tam_tensors(ov_graph)
     fed, total = dequantized_tam_inputs(tmp_path / "a.int8.onnx")
@@ -307,3 +307,88 @@ def test_the_openvino_path_never_imports_torch(exported, tmp_path):
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
+# --- what a newcomer's first session found (each was an exit 3, a silent mistake or a lost file) ------------
+
+
+def test_an_fp16_ir_builds_with_its_table_and_an_fp16_onnx_graph_runs_on_openvino(exported, tmp_path):
+    """The FP16 IR's table has no FP16-graph rows; the FP16 ONNX graph (its input feeds a Cast, which OpenVINO
+    names too) runs on OpenVINO by its input's own name."""
+    ckpt, onnx_path = exported["tsn_r50"]
+    result = invoke("build", onnx_path, "--target", "openvino", "--fp16", "-o", tmp_path / "m.fp16.xml")
+    assert result.exit_code == 0, result.stderr
+    assert "OpenVINO IR" in result.stdout and "kept in FP32" not in result.stdout
+    graph = tmp_path / "m.fp16.onnx"
+    assert invoke("build", onnx_path, "--fp16", "-o", graph).exit_code == 0
+    verdict = verify_json(graph, ckpt, "--backend", "openvino")
+    assert verdict["runner"] == "openvino-cpu" and verdict["precision"] == "fp16" and verdict["passed"]
+
+
+def test_the_graph_of_an_ir_built_with_o_goes_beside_it(exported, tmp_path):
+    """Two INT8 builds of one model with different -o must not share (and overwrite) one graph file."""
+    _, onnx_path = exported["tsn_r50"]
+    before = set(onnx_path.parent.iterdir())
+    for name in ("a", "b"):
+        result = invoke("build", onnx_path, "--target", "openvino", "--int8", "--calib", "random",
+                        "--calib-samples", "2", "-o", tmp_path / f"{name}.xml", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert result.json()["onnx"] == str(tmp_path / f"{name}.openvino.onnx")
+        sidecar = json.loads(sidecar_path(tmp_path / f"{name}.xml").read_text())
+        assert sidecar["onnx"]["path"] == str((tmp_path / f"{name}.openvino.onnx").resolve())
+    assert set(onnx_path.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_an_ir_copied_without_its_sidecar_still_runs_as_what_it_was_built(exported, tmp_path, precision):
+    """The IR carries its precision and tamdeploy's metadata itself: judged by the right criterion, the
+    checkpoint's sha256 compared, not taken for FP32."""
+    ckpt, onnx_path = exported["tanet_r50"]
+    flags = ["--fp16"] if precision == "fp16" else ["--int8", "--calib", "random", "--calib-samples", "4"]
+    built = tmp_path / "built" / "m.xml"
+    built.parent.mkdir()
+    assert invoke("build", onnx_path, "--target", "openvino", *flags, "-o", built).exit_code == 0
+    copy = tmp_path / "m.xml"
+    for suffix in (".xml", ".bin"):
+        copy.with_suffix(suffix).write_bytes(built.with_suffix(suffix).read_bytes())
+    with OpenVINORunner(copy) as runner, OpenVINORunner(built) as with_sidecar:
+        assert runner.sidecar is None and with_sidecar.sidecar is not None and runner.config.arch == "tanet_r50"
+        assert (runner.precision, runner.inference_precision) == (precision, with_sidecar.inference_precision)
+    verdict = verify_json(copy, ckpt)
+    assert verdict["precision"] == precision and verdict["precision_source"] == "metadata"
+    assert verdict["checkpoint_matches_export"] is True
+
+
+def test_files_openvino_cannot_read_are_one_line_with_the_reason(exported, tmp_path):
+    ckpt, onnx_path = exported["tsn_r50"]
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model\n")
+    message = one_line_error("verify", text, "--ckpt", ckpt, "--backend", "openvino")
+    assert "OpenVINO cannot read" in message and "notes.onnx" in message
+    xml = tmp_path / "m.xml"
+    assert invoke("build", onnx_path, "--target", "openvino", "-o", xml).exit_code == 0
+    sidecar_path(xml).unlink()  # the sidecar's sha256 would refuse the damaged weights before OpenVINO reads them
+    weights = xml.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    message = one_line_error("verify", xml, "--ckpt", ckpt)
+    assert "OpenVINO cannot read" in message and "Exception from src" not in message.split(":", 2)[-1][:40]
+    assert len(message) > len(f"error: OpenVINO cannot read {xml}: ") + 10  # the reason, not a source location
+
+
+@pytest.mark.parametrize(("field", "value", "kind"), [
+    ("files", "x", "an object"), ("openvino_version", 5, "a string"), ("calibration", "x", "an object"),
+    ("metadata", [1], "an object")])
+def test_a_hand_edited_sidecar_with_a_wrong_type_is_damaged(exported, tsn_ir, field, value, kind):
+    sidecar = json.loads(sidecar_path(tsn_ir).read_text())
+    sidecar[field] = value
+    sidecar_path(tsn_ir).write_text(json.dumps(sidecar))
+    message = one_line_error("verify", tsn_ir, "--ckpt", exported["tsn_r50"][0])
+    assert f"is damaged (its '{field}' is" in message and f"not {kind})" in message
+
+
+def test_openvino_options_are_checked_by_their_flag_names_and_ignored_ones_are_said(exported):
+    _, onnx_path = exported["tsn_r50"]
+    message = one_line_error("bench", f"{onnx_path}@openvino", "--ov-precision", "int8")
+    assert "--ov-precision must be one of fp32, bf16, fp16, got 'int8'" in message and "--int8" in message
+    result = invoke("bench", onnx_path, "--ov-precision", "bf16", "--batch", "1", "--iters", "1", "--warmup", "0")
+    assert result.exit_code == 0 and "--ov-precision only apply to OpenVINO runners" in " ".join(result.stderr.split())

@@ -50,8 +50,9 @@ def test_fp32_vs_int8_in_one_table(data, tmp_path):
     assert int8["top1_delta_vs_first"] == pytest.approx(int8["top1"] - fp32["top1"])
     assert set(fp32["per_class_accuracy"]) == set(CLASSES)
     written = sorted(p.name for p in (tmp_path / "report").iterdir())
-    assert written == ["confusion-0-model.png", "confusion-1-model.int8.png", "predictions.jsonl", "report.json"]
-    assert (tmp_path / "report" / "confusion-0-model.png").read_bytes()[:4] == b"\x89PNG"
+    assert written == ["confusion-0-model.onnx.png", "confusion-1-model.int8.onnx.png", "predictions.jsonl",
+                       "report.json"]
+    assert (tmp_path / "report" / "confusion-0-model.onnx.png").read_bytes()[:4] == b"\x89PNG"
     rows = [json.loads(line) for line in (tmp_path / "report" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == CLIPS and set(rows[0]["predicted"]) == {data["onnx"].name, data["int8"].name}
     table = invoke("eval", data["onnx"], data["int8"], "--ann", data["list"])
