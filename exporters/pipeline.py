@@ -25,7 +25,10 @@ class ExportRun:
 
 
 def default_output(checkpoint: Path) -> Path:
-    return checkpoint.with_suffix(".onnx")
+    """``model.onnx`` beside ``model.pth``; ``model.pth.tar`` (one checkpoint suffix) gives ``model.onnx`` too."""
+    name = checkpoint.name
+    stem = name[: -len(".pth.tar")] if name.lower().endswith(".pth.tar") else checkpoint.stem
+    return checkpoint.with_name(stem + ".onnx")
 
 
 def _apply_input_size(cfg: ModelConfig, input_size: int | None) -> ModelConfig:

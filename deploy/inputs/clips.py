@@ -74,6 +74,12 @@ class ClipSpec:
     def is_video(self) -> bool:
         return self.num_segments is not None
 
+    def describe(self) -> str:
+        """``8x224x224, mean 0.485/0.456/0.406, std 0.229/0.224/0.225``: what an error message compares."""
+        frames = f"{self.num_segments}x" if self.is_video else "image "
+        return (f"{frames}{self.input_size}x{self.input_size}, mean {'/'.join(f'{v:g}' for v in self.mean)}, "
+                f"std {'/'.join(f'{v:g}' for v in self.std)}")
+
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return sample_shape(self.num_segments, self.input_size)

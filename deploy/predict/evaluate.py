@@ -213,8 +213,8 @@ def _shared_spec(labelled: list[tuple[str, Runner]]):
     first_label, first = next(iter(specs.items()))
     for label, spec in specs.items():
         if spec != first:
-            raise DataError(f"{label} takes different inputs from {first_label} ({spec} vs {first}); "
-                            "evaluate them in separate runs")
+            raise DataError(f"{label} takes different inputs from {first_label} ({spec.describe()} vs "
+                            f"{first.describe()}); evaluate them in separate runs")
     return first
 
 
@@ -226,12 +226,15 @@ def _shared_classes(labelled: list[tuple[str, Runner]]) -> int:
 
 
 def write_eval_outputs(report: EvalReport, directory: str | os.PathLike, plots: bool = True) -> dict[str, str]:
-    """report.json, predictions.jsonl and one confusion-matrix PNG per artifact, in DIRECTORY."""
+    """report.json, predictions.jsonl and one confusion-matrix PNG per artifact, in DIRECTORY; the plots of
+    an earlier eval there (``confusion-*.png``) go, so that the folder describes this run only."""
     import json
 
     from tamdeploy.files import make_output_dir, write_bytes_atomic
 
     directory = make_output_dir(directory)
+    for stale in directory.glob("confusion-*.png"):
+        stale.unlink()
     files = {"report": str(write_bytes_atomic(directory / "report.json",
                                               json.dumps(report.to_dict(), indent=2).encode()))}
     lines = "".join(json.dumps(row) + "\n" for row in report.prediction_rows())

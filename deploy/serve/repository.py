@@ -112,7 +112,7 @@ def artifact_io(artifact: Path) -> ModelIO:
         profile = (sidecar.get("profiles") or [{}])[0]
         return ModelIO(ModelConfig.from_dict(sidecar["config"]), profile.get("input", "video"),
                        (sidecar.get("outputs") or ["logits"])[0], "tensorrt", parameters)
-    raise DataError(f"{artifact}: package takes a tamdeploy .onnx (any precision) or a TensorRT .plan")
+    raise DataError(f"{artifact} is not a model to serve: give a tamdeploy .onnx (any precision) or a TensorRT .plan")
 
 
 def _sample_dims(config: ModelConfig) -> list[int]:

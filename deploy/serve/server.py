@@ -93,8 +93,11 @@ class ServerEnvironment:
                                           "Triton's Python stub loads; use a Python built with --enable-shared")
 
 
-# what a copy of the checkout leaves out: environments, build output, caches, run artifacts
-_NOT_SOURCE = (".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "runs")
+# what a copy of the checkout leaves out: at its top, environments, build output and run artifacts (the
+# package ``deploy/build`` is source); anywhere, caches
+_NOT_SOURCE_TOP = {".git", "build", "dist", "runs"}
+_NOT_SOURCE_TOP_PATTERNS = (".venv*", "*.egg-info")
+_NOT_SOURCE_ANYWHERE = ("__pycache__", ".*_cache", ".hypothesis")
 
 
 def _tamdeploy_source(scratch: Path) -> str:
@@ -102,15 +105,26 @@ def _tamdeploy_source(scratch: Path) -> str:
     one (an editable install), copied into ``scratch`` first so that setuptools' in-tree build leaves no
     ``build/`` in the checkout (where files deleted since would linger and be installed next time); else
     the released version of the same number."""
+    import fnmatch
+
     import tamdeploy
 
     root = Path(tamdeploy.__file__).resolve().parent.parent
     pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and 'name = "tamdeploy"' in pyproject.read_text():
-        copy = scratch / "tamdeploy-source"
-        shutil.copytree(root, copy, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
-        return str(copy)
-    return f"tamdeploy=={tamdeploy.__version__}"
+    if not (pyproject.is_file() and 'name = "tamdeploy"' in pyproject.read_text()):
+        return f"tamdeploy=={tamdeploy.__version__}"
+
+    def matches(name: str, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+    def left_out(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory) == root
+        return {name for name in names if matches(name, _NOT_SOURCE_ANYWHERE)
+                or (top and (name in _NOT_SOURCE_TOP or matches(name, _NOT_SOURCE_TOP_PATTERNS)))}
+
+    copy = scratch / "tamdeploy-source"
+    shutil.copytree(root, copy, ignore=left_out)
+    return str(copy)
 
 
 def setup_environment(root: Path, progress: bool = True) -> ServerEnvironment:
@@ -135,10 +149,18 @@ def setup_environment(root: Path, progress: bool = True) -> ServerEnvironment:
             with status(what, progress):
                 done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-                raise TamdeployError(f"setting up the Triton environment failed while {what}: {last}")
+                raise TamdeployError(f"setting up the Triton environment failed while {what}: "
+                                     f"{_pip_reason(done.stderr)}")
     env.check()
     return env
+
+
+def _pip_reason(stderr: str) -> str:
+    """The line of pip's output that says what went wrong: its last ``error:`` line (pip ends with a note
+    that the error came from a subprocess, which says nothing), else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error:") and "subprocess" not in line]
+    return (errors or lines or ["(no output)"])[-1]
 
 
 def check_port_free(port: int, host: str = "127.0.0.1") -> None:
@@ -179,7 +201,8 @@ def local_repository(repository: Path, workdir: Path) -> Path:
         try:
             config = text_format.Parse(path.read_text(), pb.ModelConfig())
         except text_format.ParseError as e:
-            raise DataError(f"{path} does not validate against Triton's model config: {e}") from None
+            original = repository / path.relative_to(target)  # the user's file, not the copy (gone at exit)
+            raise DataError(f"{original} does not validate against Triton's model config: {e}") from None
         if config.backend == "tensorrt" or config.platform == "tensorrt_plan":
             raise DataError(f"{path.parent.name} is a TensorRT plan: serve it with NVIDIA's Triton container on "
                             "its GPU; `tamdeploy serve` runs ONNX and Python models on this CPU")

@@ -20,6 +20,8 @@ from tamdeploy.cli.options import (
 from tamdeploy.console import info, out, print_json, warn
 from tamdeploy.errors import TamdeployError
 
+DEFAULT_BATCHES = "1,4,16"
+
 
 @user_errors
 def bench(
@@ -36,7 +38,7 @@ def bench(
     backend: Annotated[str | None, typer.Option(help="Force a backend (pytorch, onnxruntime, openvino, tensorrt) "
                                                      "for every artifact; by default it follows the file type.")
                        ] = None,
-    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,4,16",
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = DEFAULT_BATCHES,
     warmup: Annotated[int, typer.Option(help="Untimed rounds per batch before measuring.")] = 5,
     iters: Annotated[int | None, typer.Option(help="Timed rounds per batch (default 50).")] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds of timed rounds per batch, "
@@ -64,6 +66,13 @@ def bench(
     reported with ratios against the first: `tamdeploy bench model.pth model.onnx --batch 1,4`.
     """
     if server is not None:
+        ignored = [flag for flag, given in (("--batch", batch != DEFAULT_BATCHES), ("--duration", duration is not None),
+                                            ("--plot", plot is not None), ("--threads", threads is not None))
+                   if given]
+        if ignored:
+            verb = "does" if len(ignored) == 1 else "do"
+            raise TamdeployError(f"{' and '.join(ignored)} {verb} not apply with --server (each request is one clip; "
+                                 "--concurrency sets the clients, --iters the requests per client)")
         _bench_server(server, model, concurrency, iters, artifacts, json_output)
         return
     from tamdeploy.deploy.bench import plot_bench, run_benchmark

@@ -27,17 +27,24 @@ def client(
     """
     from tamdeploy.deploy.serve.client import ServerClient
 
-    missing = [str(v) for v in videos if not v.is_file()]
-    if missing:
-        raise DataError(f"{missing[0]} does not exist")
+    for video in videos:
+        if video.is_dir():
+            raise DataError(f"{video} is a folder; the client sends video files as they are (label frame folders "
+                            "with `tamdeploy predict`)")
+        if not video.is_file():
+            raise DataError(f"{video} does not exist")
     records = []
     with ServerClient(server) as connection:
         connection.check_ready()
-        ensembles = [m for m in connection.models() if m.endswith("_video")]
+        served = connection.models()
+        ensembles = [m for m in served if m.endswith("_video")]
+        if model is not None and model not in served:
+            raise DataError(f"the server has no model {model!r}; its video ensembles: {', '.join(ensembles) or 'none'}")
         name = model or (ensembles[0] if len(ensembles) == 1 else None)
         if name is None:
+            advice = "pick one with --model" if ensembles else "package the model with --preprocess"
             raise DataError(f"the server has {len(ensembles)} video ensembles ({', '.join(ensembles) or 'none'}); "
-                            "package with --preprocess, or pick one with --model")
+                            f"{advice}")
         for video in videos:
             try:
                 result = connection.classify_video(name, video)

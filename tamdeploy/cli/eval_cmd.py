@@ -73,14 +73,20 @@ def eval(  # noqa: A001  (the command's name)
 
     if ray_address is not None and not ray:
         ray = True  # an address only makes sense on Ray
+    made = out_dir is not None and not out_dir.exists()
     if out_dir is not None:
         from tamdeploy.files import make_output_dir
 
         make_output_dir(out_dir)  # before the work, not after it
-    report = evaluate(artifacts, ann, data_root=data_root, views=Views.parse(views), labels=labels, batch=batch,
-                      workers=workers, backend=backend, trust_checkpoint=trust_checkpoint,
-                      openvino=openvino_options(ov_precision, performance, streams, cache_dir), threads=threads,
-                      progress=not json_output, ray=ray, ray_address=ray_address)
+    try:
+        report = evaluate(artifacts, ann, data_root=data_root, views=Views.parse(views), labels=labels, batch=batch,
+                          workers=workers, backend=backend, trust_checkpoint=trust_checkpoint,
+                          openvino=openvino_options(ov_precision, performance, streams, cache_dir), threads=threads,
+                          progress=not json_output, ray=ray, ray_address=ray_address)
+    except BaseException:
+        if made and not any(out_dir.iterdir()):  # the folder this run made, still empty: nothing left behind
+            out_dir.rmdir()
+        raise
     files = write_eval_outputs(report, out_dir) if out_dir is not None else {}
     if json_output:
         print_json(dict(report.to_dict(), files=files))
@@ -103,7 +109,9 @@ def _print_report(report: EvalReport) -> None:
     columns = ["model", "backend", "precision", "top-1", "top-5", "mean class"]
     columns += ["top-1 vs first", "agrees with first"] if several else []
     for column in columns:
-        table.add_column(column, justify="left" if column in ("model", "backend", "precision") else "right")
+        # a narrow terminal folds the model's name rather than cutting it: m.onnx and m.onnx@openvino stay apart
+        table.add_column(column, justify="left" if column in ("model", "backend", "precision") else "right",
+                         overflow="fold" if column == "model" else "ellipsis")
     matrix = report.agreement_matrix()
     first = report.models[0].top1
     for i, m in enumerate(report.models):

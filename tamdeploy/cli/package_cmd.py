@@ -40,6 +40,9 @@ def package(
 
     if triton is None:
         raise DataError("say where to write the repository: --triton REPO")
+    if not preprocess and labels is not None:
+        raise DataError("--labels names the classes the video ensemble returns: add --preprocess (the plain model "
+                        "returns logits)")
     result = package_triton(artifact, triton, PackageOptions(name=name, max_batch=max_batch, instances=instances,
                                                              queue_delay_us=queue_delay_us, preprocess=preprocess,
                                                              labels=labels, top_k=top_k))

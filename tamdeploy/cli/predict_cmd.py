@@ -94,6 +94,11 @@ def predict(
                                needs_gpu([runner]), not json_output)
         results = [Prediction(source, None if out is None else out[0], error)
                    for source, (out, error) in zip(sources, logits, strict=True)]
+    classes = max((r.logits.shape[-1] for r in results if r.logits is not None), default=top_k)
+    if top_k > classes:
+        if not json_output:
+            warn(f"--top-k {top_k} is more than the model's {classes} classes: showing all {classes}")
+        top_k = classes
     records = [r.to_dict(names, top_k) for r in results]
     failed = [r for r, record in zip(results, records, strict=True) if record["error"]]
     if len(failed) == len(results):  # before any output: --json prints one document, the error

@@ -290,6 +290,8 @@ def test_a_pth_tar_checkpoint_works_in_every_command(tiny, tmp_path):
                    "--json")
     assert bench.exit_code == 0, bench.stderr
     assert [r["backend"] for r in bench.json()["runners"]][0].startswith("pytorch")
+    exported = invoke("export", tar, "--no-verify", "--json")
+    assert exported.exit_code == 0 and exported.json()["output"] == str(tmp_path / "tanet.onnx")  # not tanet.pth.onnx
 
 
 def test_checkpoints_are_told_by_content_when_the_suffix_says_nothing(tiny, tmp_path):
@@ -330,3 +332,17 @@ def test_an_error_of_several_lines_is_printed_as_one(tiny, monkeypatch):
     assert result.stdout.count("\n") == 1 and len(result.stderr.strip().splitlines()) == 1
     expected = "Exception from src/core/src/model.cpp:758: Input for tensor name 'x' is not found."
     assert result.json()["error"] == expected
+
+
+def test_serving_commands_refuse_what_they_would_ignore_or_misread(tiny, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    client = invoke("client", "http://127.0.0.1:1", folder)
+    assert client.exit_code == 2 and "is a folder; the client sends video files" in client.stderr
+    server = invoke("bench", "--server", "http://127.0.0.1:1", "--duration", "4", "--batch", "4")
+    assert server.exit_code == 2 and "--batch and --duration do not apply with --server" in server.stderr
+    package = invoke("package", tiny[1], "--triton", tmp_path / "repo", "--labels", tmp_path / "labels.txt")
+    assert package.exit_code == 2 and "add --preprocess" in package.stderr and not (tmp_path / "repo").exists()
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    text = invoke("package", tmp_path / "labels.txt", "--triton", tmp_path / "repo")
+    assert text.exit_code == 2 and "labels.txt is not a model to serve: give a tamdeploy .onnx" in text.stderr

@@ -161,3 +161,21 @@ def test_bad_input_is_one_line_and_exit_2(data, tmp_path, case, message):
     result = invoke("eval", *args)
     assert result.exit_code == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_out_folder_describes_this_run_only_and_a_failed_run_leaves_none(data, tmp_path):
+    out = tmp_path / "report"
+    eval_json(data["onnx"], data["int8"], "--ann", data["list"], "--out", out)
+    eval_json(data["int8"], "--ann", data["list"], "--out", out)
+    assert sorted(p.name for p in out.glob("confusion-*.png")) == ["confusion-0-model.int8.onnx.png"]
+    failed = invoke("eval", data["onnx"], "--ann", tmp_path / "missing.txt", "--out", tmp_path / "new")
+    assert failed.exit_code == 2 and not (tmp_path / "new").exists()
+
+
+def test_top_k_beyond_the_classes_shows_them_all_and_says_so(data, tmp_path):
+    video = sorted(data["videos"].glob("*.mp4"))[0]
+    result = invoke("predict", data["onnx"], video, "--top-k", "9", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.stderr
+    assert f"--top-k 9 is more than the model's {len(CLASSES)} classes" in " ".join(result.stderr.split())
+    header = next(csv.reader((tmp_path / "p.csv").open()))
+    assert header[-3:] == [f"label_{len(CLASSES)}", f"score_{len(CLASSES)}", "error"]
