@@ -290,6 +290,60 @@ def _run_both(candidate: Runner, reference: Runner, pairs: dict[str, str],
     return runs
 
 
+# --- FP32 rounding ----------------------------------------------------------------------------------
+
+# How far an FP32 artifact may be from PyTorch FP32, in multiples of PyTorch FP32's own distance from the
+# same network in float64: two computations that each round like FP32 differ by up to about twice that
+# (sqrt(2) when their roundings are independent); 3x leaves room, while an export mistake is orders larger.
+FP32_ROUNDING_MARGIN = 3.0
+
+
+def _fails_on_rel_l2_alone(outputs: dict[str, OutputResult]) -> bool:
+    """Some output fails, and only on relative L2 (top-5 and the rest hold): what FP32 rounding can do."""
+    failed = [c for r in outputs.values() for c in r.checks if not c.passed]
+    return bool(failed) and all(c.metric == "rel_l2_error" for c in failed)
+
+
+def _fp32_rounding(ref: Any, want: dict[str, list[np.ndarray]], batches: Iterator[tuple[np.ndarray, list[str]]],
+                   pairs: dict[str, str]) -> dict[str, float]:
+    """Per reference output: relative L2 of PyTorch FP32's outputs (``want``) from the same model in float64
+    on the same inputs (``batches`` regenerated from the same data and seed)."""
+    import copy
+
+    exact = TorchRunner(_Float64(copy.deepcopy(ref.model)), config=ref.config, device="cpu")
+    got64: dict[str, list[np.ndarray]] = {name: [] for name in pairs}
+    with exact:
+        for x, _ in batches:
+            out = exact.infer({exact.input_name: x})
+            for cand_name, ref_name in pairs.items():
+                got64[cand_name].append(out[ref_name])
+    return {pairs[name]: _rel_l2(np.concatenate(want[name]).astype(np.float64), np.concatenate(got64[name]))
+            for name in pairs}
+
+
+def _rel_l2(a: np.ndarray, exact: np.ndarray) -> float:
+    norm = float(np.linalg.norm(exact))
+    return float(np.linalg.norm(a - exact) / norm) if norm else float(np.linalg.norm(a - exact))
+
+
+def _widened(check: Check, limit: float) -> Check:
+    """The relative L2 check at ``limit`` when that is wider than its own (other checks as they are)."""
+    if check.metric != "rel_l2_error" or limit <= check.limit:
+        return check
+    return Check(check.metric, check.op, limit, check.value, bool(np.isfinite(check.value) and check.value <= limit))
+
+
+class _Float64(nn.Module):
+    """The model computing in float64 on FP32 inputs, its outputs back in float64 (the exact reference)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model.double()
+
+    def forward(self, x: Any) -> Any:
+        return self.model(x.double())
+
+
 # --- verify ----------------------------------------------------------------------------------------
 
 
@@ -369,6 +423,17 @@ def verify(artifact: str | os.PathLike, checkpoint: str | os.PathLike, *, data: 
             for name in pairs:
                 comparison = compare(np.concatenate(runs.got[name]), np.concatenate(runs.want[name]))
                 outputs[name] = OutputResult(name, comparison, tolerance.judge(comparison))
+            if precision == "fp32" and _fails_on_rel_l2_alone(outputs):
+                # large logits (a deep net, big activations): FP32's own rounding alone can exceed 1e-5
+                own = _fp32_rounding(ref, runs.want, _chunks(spec, data, samples, batch, seed, DataSummary()), pairs)
+                for name, result in list(outputs.items()):
+                    limit = FP32_ROUNDING_MARGIN * own[pairs[name]]
+                    outputs[name] = replace(result, checks=[_widened(check, limit) for check in result.checks])
+                    if limit > tolerance.rel_l2_max:
+                        notes.append(f"{name}: PyTorch FP32 itself is {own[pairs[name]]:.2e} (relative L2) from the "
+                                     f"same network in float64 on these inputs, so FP32 rounding alone moves it that "
+                                     f"far; judged at relative L2 <= {limit:.2e} ({FP32_ROUNDING_MARGIN:g}x that) "
+                                     f"instead of {tolerance.rel_l2_max:g}")
         count = runs.count
         inputs = InputsUsed("data" if data is not None else "random", str(data) if data else None,
                             None if data is not None else seed, count, batch,
