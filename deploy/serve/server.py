@@ -129,7 +129,8 @@ def _tamdeploy_source(scratch: Path) -> str:
 
 def setup_environment(root: Path, progress: bool = True) -> ServerEnvironment:
     """Create the server's venv (this Python, its shared library) and install what the models need;
-    the only step that downloads (nvidia-pytriton is ~150 MB). Re-running it repairs an environment."""
+    the only step that downloads (~450 MB in all, nvidia-pytriton's tritonserver the most of it). Re-running
+    it repairs an environment."""
     import tempfile
 
     from tamdeploy.console import status

@@ -30,10 +30,12 @@ def print_predictions(records: list[dict], top_k: int) -> None:
     table.add_column("top-1", justify="left")
     if top_k > 1:
         table.add_column("top-2" if top_k == 2 else f"top-2..{top_k}", justify="left")
-    for record in records:
+    names = [Path(record["video"]).name for record in records]
+    shared = {name for name in names if names.count(name) > 1}  # a/clip.mp4 and b/clip.mp4: show the paths
+    for record, name in zip(records, names, strict=True):
         shown = [f"{escape(t['label'])} {t['score']:.3f}" for t in record["top_k"]]
         cells = [shown[0] if shown else "[red]failed[/red]"]
         if top_k > 1:
             cells.append(", ".join(shown[1:]))
-        table.add_row(escape(Path(record["video"]).name), *cells)
+        table.add_row(escape(record["video"] if name in shared else name), *cells)
     out.print(table)

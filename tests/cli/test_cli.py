@@ -139,3 +139,17 @@ def test_bench_bad_options(small_onnx, args, needle):
 
 def test_bench_missing_artifact(tmp_path):
     _one_line_exit_2(invoke("bench", tmp_path / "none.onnx"), "does not exist")
+
+
+def test_inspect_describes_an_exported_onnx_and_refuses_one_that_is_not(tanet_ckpt, tmp_path):
+    onnx_path = tmp_path / "tanet.onnx"
+    assert invoke("export", tanet_ckpt, "-o", onnx_path, "--input-size", "32", "--no-verify").exit_code == 0
+    report = invoke("inspect", onnx_path, "--json").json()
+    assert report["exported_by_tamdeploy"] and report["arch"] == "tanet_r50" and report["num_segments"] == 4
+    assert report["num_classes"] == 6 and report["precision"] == "fp32" and report["tam_nodes"] > 0
+    assert report["inputs"] == {"video": ["batch", 4, 3, 32, 32]} and report["outputs"] == {"logits": ["batch", 6]}
+    table = invoke("inspect", onnx_path)
+    assert table.exit_code == 0 and "video (batch, 4, 3, 32, 32)" in table.stdout and "tam_nodes" in table.stdout
+    (tmp_path / "notes.onnx").write_text("not a model")
+    bad = invoke("inspect", tmp_path / "notes.onnx")
+    assert bad.exit_code == 2 and "notes.onnx is not an ONNX model" in bad.stderr
