@@ -106,7 +106,7 @@ def test_models_already_there_are_refused_and_a_failure_leaves_the_repository_as
     ([], "--triton REPO"),
     (["--name", "no/slashes"], "model name"),
     (["--max-batch", "0"], "at least 1"),
-    (["--labels", "LABELS3"], "holds 3 names but the model has 5 classes"),
+    (["--preprocess", "--labels", "LABELS3"], "holds 3 names but the model has 5 classes"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tmp_path, args, message):
     (tmp_path / "three.txt").write_text("a\nb\nc\n")
