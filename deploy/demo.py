@@ -53,6 +53,16 @@ def _demo_model() -> torch.nn.Module:
 DEMO_BACKENDS = ("onnxruntime", "openvino")
 
 
+def check_backend(backend: str) -> None:
+    """A backend the demo runs on, and OpenVINO's install hint when it is asked for and missing."""
+    if backend not in DEMO_BACKENDS:
+        raise TamdeployError(f"`backend` for the demo must be one of {', '.join(DEMO_BACKENDS)}, got {backend!r}")
+    if backend == "openvino":
+        from tamdeploy.deploy.runners.openvino_ir import import_openvino
+
+        import_openvino()
+
+
 def run_demo(directory: Path, seconds: float = 5.0, progress: bool = True, backend: str = "onnxruntime") -> DemoReport:
     """The demo; ``backend`` openvino verifies the export on OpenVINO (read as it is, TAM converted on
     read) and adds it to the benchmark."""
@@ -63,12 +73,7 @@ def run_demo(directory: Path, seconds: float = 5.0, progress: bool = True, backe
     from tamdeploy.exporters.pipeline import export_checkpoint
     from tamdeploy.models import save_checkpoint
 
-    if backend not in DEMO_BACKENDS:
-        raise TamdeployError(f"`backend` for the demo must be one of {', '.join(DEMO_BACKENDS)}, got {backend!r}")
-    if backend == "openvino":
-        from tamdeploy.deploy.runners.openvino_ir import import_openvino
-
-        import_openvino()  # the install hint now, not after the export
+    check_backend(backend)  # the install hint now, not after the export
     make_output_dir(directory)
     steps: dict[str, float] = {}
     clock = time.perf_counter()

@@ -93,8 +93,8 @@ def embedded_info(model: Any) -> dict[str, str]:
     ``build_ir`` wrote, its precision and inference precision; empty for a model from elsewhere."""
     if not model.has_rt_info([FRAMEWORK_INFO]):
         return {}
-    keys = model.get_rt_info()[FRAMEWORK_INFO]
-    return {key: model.get_rt_info([FRAMEWORK_INFO, key]).astype(str) for key in keys} if isinstance(keys, dict) else {}
+    framework = model.get_rt_info()[FRAMEWORK_INFO]  # a dict of OVAny values
+    return {key: value.astype(str) for key, value in framework.items()} if isinstance(framework, dict) else {}
 
 
 def cpu_has_bf16(core: Any) -> bool:

@@ -9,7 +9,6 @@ import typer
 
 from tamdeploy.cli.options import JsonOption, user_errors
 from tamdeploy.console import info, key_value_table, out, print_json
-from tamdeploy.errors import TamdeployError
 
 
 @user_errors
@@ -25,11 +24,10 @@ def demo(
     """Run the whole job on a built-in example: build a small TANet, save a checkpoint, export it to
     ONNX, verify it against PyTorch on synthetic mp4 clips, and benchmark PyTorch vs ONNX Runtime
     (and OpenVINO with `--backend openvino`). CPU only, no downloads, about a minute on 2 cores."""
-    from tamdeploy.deploy.demo import DEMO_BACKENDS, run_demo
+    from tamdeploy.deploy.demo import check_backend, run_demo
     from tamdeploy.files import make_output_dir
 
-    if backend not in DEMO_BACKENDS:
-        raise TamdeployError(f"--backend for the demo must be one of {', '.join(DEMO_BACKENDS)}, got {backend!r}")
+    check_backend(backend)  # before the folder: a wrong backend leaves nothing behind
     make_output_dir(directory)  # a folder that cannot be made is the one line, before any other output
     if not json_output:
         info(f"tamdeploy demo: writing to {directory}/")
