@@ -8,6 +8,11 @@ called in turn (``--rounds``); a node's time is its median over the rounds, a ki
 nodes. Kinds are OpenVINO's node type and kernel (``Convolution brgconv_avx512_amx_1x1_i8``): the
 convolutions that every ResNet has apart from the rest, which is what a module like TAM or ACTION-Net adds.
 The counters add a little to each node; compare the sums with each other, not with ``bench_cpu.py``.
+
+``--custom-op LIB`` adds a column per model read through a plain ``openvino.Core`` with that extension
+library instead (``benchmarks/openvino_custom_op``: TAMAggregate as a C++ op), so the custom-op route is
+profiled beside the formulation tamdeploy ships. Run it with ``OMP_WAIT_POLICY=PASSIVE``: the op's OpenMP
+threads would otherwise spin against OpenVINO's own.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +29,26 @@ from tamdeploy.deploy.runners.openvino_ir import read_model, tamdeploy_core
 from tamdeploy.system import system_info
 
 
-def profile(paths: list[Path], precision: str, rounds: int, threads: int | None) -> list[dict[str, list[float]]]:
+def read_models(paths: list[Path], custom_op: Path | None) -> tuple[list[str], list[Any]]:
+    """Column names and OpenVINO models: each path through tamdeploy's reader, and with ``custom_op`` each
+    again through a plain Core that has that extension library."""
+    core = tamdeploy_core()
+    names, models = [path.name for path in paths], [read_model(core, path) for path in paths]
+    if custom_op is not None:
+        import openvino as ov
+
+        plain = ov.Core()
+        plain.add_extension(str(custom_op))
+        names += [f"{path.name} + {custom_op.name}" for path in paths]
+        models += [plain.read_model(path) for path in paths]
+    return names, models
+
+
+def profile(models: list[Any], precision: str, rounds: int, threads: int | None) -> list[dict[str, list[float]]]:
     """Per model, {"type kernel": [ms of each node of that kind]} (medians over ``rounds``)."""
     core = tamdeploy_core()
     requests = []
-    for path in paths:
-        model = read_model(core, path)
+    for model in models:
         shape = model.input(0).get_partial_shape()
         model.reshape([1, *(shape[i].get_length() for i in range(1, shape.rank.get_length()))])
         config = {"PERF_COUNT": "YES", "INFERENCE_PRECISION_HINT": precision}
@@ -36,7 +56,7 @@ def profile(paths: list[Path], precision: str, rounds: int, threads: int | None)
             config["INFERENCE_NUM_THREADS"] = str(threads)
         requests.append(core.compile_model(model, "CPU", config).create_infer_request())
     clip = np.random.default_rng(0).standard_normal(tuple(requests[0].get_input_tensor(0).shape)).astype(np.float32)
-    samples: list[dict[tuple[str, str, str], list[float]]] = [defaultdict(list) for _ in paths]
+    samples: list[dict[tuple[str, str, str], list[float]]] = [defaultdict(list) for _ in models]
     for round_ in range(rounds + 2):
         for request, per_node in zip(requests, samples, strict=True):
             time.sleep(0.05)  # as bench_cpu: threads of the previous call stop spinning
@@ -56,8 +76,7 @@ def profile(paths: list[Path], precision: str, rounds: int, threads: int | None)
     return kinds
 
 
-def table(paths: list[Path], kinds: list[dict[str, list[float]]], top: int) -> str:
-    names = [path.name for path in paths]
+def table(names: list[str], kinds: list[dict[str, list[float]]], top: int) -> str:
     totals = [sum(sum(times) for times in by_kind.values()) for by_kind in kinds]
     order = sorted({k for by_kind in kinds for k in by_kind}, key=lambda k: -max(sum(b.get(k, [0.0])) for b in kinds))
     lines = ["| node kind | " + " | ".join(f"{n}: ms (nodes)" for n in names) + " |",
@@ -79,10 +98,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--top", type=int, default=16, help="kinds listed one by one")
+    parser.add_argument("--custom-op", type=Path, default=None,
+                        help="an OpenVINO extension library (.so) to profile each model with as well")
     args = parser.parse_args()
     print(f"CPU: {system_info().describe()}; inference precision {args.precision}, batch 1, "
           f"median of {args.rounds} rounds per node\n")
-    print(table(args.models, profile(args.models, args.precision, args.rounds, args.threads), args.top))
+    names, models = read_models(args.models, args.custom_op)
+    print(table(names, profile(models, args.precision, args.rounds, args.threads), args.top))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.tam_op not in TAM_OP_MODES:
             raise ExportError(f"`tam_op` must be one of {TAM_OP_MODES}, got {self.tam_op!r}")
-        if self.opset < MIN_OPSET:
-            raise ExportError(f"`opset` must be >= {MIN_OPSET} (got {self.opset})")
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()  # the exporter cannot write past the onnx it runs with
+        if not MIN_OPSET <= self.opset <= newest:
+            raise ExportError(f"`opset` must be {MIN_OPSET}-{newest} (onnx {onnx.__version__}), got {self.opset}")
 
 
 @dataclass

@@ -76,7 +76,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     checkpoint = Path(checkpoint)
     options = options or ExportOptions()
     out = Path(output) if output is not None else default_output(checkpoint)
-    check_writable(out)
+    check_writable(out, inputs=[checkpoint])
     stage("loading the checkpoint")
     model, cfg, layout, sha, warnings = _load(checkpoint, arch, num_segments, num_classes, input_size,
                                               model_spec, trust_checkpoint)

@@ -39,7 +39,10 @@ def load_user_model(spec: str) -> nn.Module:
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise ExportError(f"`model_spec` file {path} defines no function {factory!r}")
-    model = fn()
+    try:
+        model = fn()
+    except Exception as e:  # the user's code: their mistake to fix, not a bug in tamdeploy
+        raise ExportError(f"{path}:{factory}() raised {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
         raise ExportError(f"{path}:{factory}() returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
@@ -54,6 +57,17 @@ def _infer_num_segments(model: nn.Module) -> int | None:
     return found.pop() if found else None
 
 
+def _check_shapes(model: nn.Module, state_dict: dict, checkpoint: Path, spec: str) -> None:
+    """A weight of another shape is the user's checkpoint not fitting the user's network (load_state_dict
+    would raise its many-line RuntimeError even with strict=False)."""
+    own = model.state_dict()
+    wrong = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in state_dict.items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        more = f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise ExportError(f"{checkpoint} does not fit {spec}: {', '.join(wrong[:3])}{more} (checkpoint vs network)")
+
+
 def load_user_model_with_weights(spec: str, checkpoint: Path, *, num_segments: int | None, trust: bool,
                                  input_size: int = 224) -> tuple[nn.Module, ModelConfig, str, str, list[str]]:
     """(model, config, layout, checkpoint sha256, warnings) for ``--model file.py:factory``.
@@ -65,6 +79,7 @@ def load_user_model_with_weights(spec: str, checkpoint: Path, *, num_segments: i
 
     model = load_user_model(spec)
     state_dict, warnings = read_state_dict(checkpoint, trust)
+    _check_shapes(model, state_dict, checkpoint, spec)
     result = model.load_state_dict(state_dict, strict=False)
     problems = [*(f"missing {k}" for k in result.missing_keys), *(f"unexpected {k}" for k in result.unexpected_keys)]
     if problems:
@@ -77,8 +92,13 @@ def load_user_model_with_weights(spec: str, checkpoint: Path, *, num_segments: i
         raise ExportError(f"`num_segments={num_segments}` contradicts the network's modules (T={detected})")
     t = num_segments or detected
     shape = (1, t, 3, input_size, input_size) if t else (1, 3, input_size, input_size)
-    with torch.no_grad():
-        out = model(torch.zeros(shape))
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape))
+    except Exception as e:
+        hint = "" if t else "; a video network needs --num-segments (T) when it has no TAM/ACTION module"
+        raise ExportError(f"{spec} failed on an input of shape {list(shape)}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
     if out.dim() != 2:
         raise ExportError(f"{spec} returns shape {tuple(out.shape)}; tamdeploy exports classifiers "
                           f"returning [N, classes]")

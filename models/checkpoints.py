@@ -60,12 +60,15 @@ def load_checkpoint(
     num_segments: int | None = None,
     num_classes: int | None = None,
     trust_checkpoint: bool = False,
+    default_num_segments: int | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the network stored in ``path``; the arguments must agree with the weights.
 
     ``num_segments`` may set T where the weights do not fix it (ACTION-Net, TSN); ``arch`` and
-    ``num_classes`` only confirm what the weights say. ``trust_checkpoint`` lets the file's pickle
-    run code (``torch.load(weights_only=False)``); never use it for files from unknown sources.
+    ``num_classes`` only confirm what the weights say. ``default_num_segments`` is T where neither
+    ``num_segments`` nor the weights say (the T of the model a checkpoint is compared with).
+    ``trust_checkpoint`` lets the file's pickle run code (``torch.load(weights_only=False)``); never use
+    it for files from unknown sources.
     """
     path = Path(path)
     obj, warnings = load_torch_file(path, trust_checkpoint)
@@ -80,6 +83,8 @@ def load_checkpoint(
             warnings.append(f"ignored {len(dropped)} weight(s) outside the network: {_first(dropped)}")
         found = _infer_config(state_dict, str(path))
         layout = found_layout.name
+    if num_segments is None and found.config.is_video and found.config.block != "tam":  # only TAM's weights fix T
+        num_segments = default_num_segments
     config = _apply_arguments(found, arch, num_segments, num_classes, warnings)
     model = build_model(config)
     _load_strict(model, state_dict, f"{path} (layout {layout})", warnings)

@@ -17,7 +17,7 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,9 +44,9 @@ def describe_write_error(target: Path, error: OSError, needed: int | None = None
     if error.errno == errno.ENOSPC:
         size = f" ({needed / 1e6:.1f} MB needed)" if needed else ""
         return f"cannot write {target}: no space left on the device that holds {where}{size}; free some space or " \
-               f"write elsewhere (-o)"
+               f"write elsewhere"
     if error.errno == errno.EROFS:
-        return f"cannot write {target}: {where} is on a read-only file system; write elsewhere (-o)"
+        return f"cannot write {target}: {where} is on a read-only file system; write elsewhere"
     if error.errno in (errno.EACCES, errno.EPERM):
         return f"cannot write {target}: permission denied"
     if error.errno == errno.EDQUOT:
@@ -54,13 +54,27 @@ def describe_write_error(target: Path, error: OSError, needed: int | None = None
     return f"cannot write {target}: {error.strerror or error}"
 
 
-def check_writable(target: str | os.PathLike) -> Path:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_writable(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """The directory ``target`` would be written into; a one-line error if that cannot happen, so
-    that long work fails before it starts rather than at the end."""
+    that long work fails before it starts rather than at the end. ``inputs``: the files the command
+    reads, none of which an output may replace."""
     target = Path(target)
     directory = target.parent if str(target.parent) else Path(".")
+    for source in map(Path, inputs):
+        if _same_file(target, source):
+            raise OutputError(f"cannot write {target}: it is this command's input {source}, which writing would "
+                              f"destroy; choose another output path")
     if target.is_dir():
         raise OutputError(f"cannot write {target}: it is a directory")
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"cannot write {target}: {directory} is a file, not a directory")
     if not directory.is_dir():
         raise OutputError(f"cannot write {target}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):

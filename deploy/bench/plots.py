@@ -1,13 +1,15 @@
-"""PNG figures for reports; matplotlib is optional (``pip install "tamdeploy[plot]"``)."""
+"""Figures for reports (PNG; bench plots also SVG or PDF, by suffix); matplotlib is optional
+(``pip install "tamdeploy[plot]"``)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tamdeploy.errors import TamdeployError
-from tamdeploy.files import atomic_path
+from tamdeploy.files import atomic_path, check_writable
 
 if TYPE_CHECKING:
     from tamdeploy.deploy.bench.report import BenchReport
@@ -20,6 +22,20 @@ def new_figure(width: float, height: float):
     except ImportError as e:
         raise TamdeployError('plots need matplotlib: pip install "tamdeploy[plot]"') from e
     return Figure(figsize=(width, height), layout="constrained")
+
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def check_plot_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """``path`` if a plot can be written there (a format matplotlib writes, named by its suffix), checked
+    before the measuring starts; ``inputs`` are never overwritten."""
+    path = Path(path)
+    check_writable(path, inputs)
+    if path.suffix.lower().lstrip(".") not in PLOT_FORMATS:
+        raise TamdeployError(f"cannot write the plot {path}: name it .png, .svg or .pdf (the format follows the "
+                             f"suffix)")
+    return path
 
 
 def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
@@ -56,5 +72,5 @@ def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
     scaling.legend(loc="upper left")
     scaling.grid(alpha=0.3)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format=Path(path).suffix.lower().lstrip(".") or "png", dpi=110)
     return Path(path)

@@ -109,26 +109,27 @@ class BenchReport:
     @property
     def warnings(self) -> list[str]:
         """Where the spread says the machine was busy, so that the ratios cannot be trusted (see
-        ``noise_warning``)."""
-        found = []
-        for r in self.runners:
-            for b in r.batches:
-                warning = noise_warning(b.latency)
-                if warning:
-                    found.append(f"{r.label} at batch {b.batch}: {warning}")
-        if found:
-            found.append("the latencies spread widely: the machine was busy, or the runners disturbed each other "
+        ``noise_warning``), and runners fed different inputs."""
+        noisy = [f"{r.label} at batch {b.batch}: {warning}" for r in self.runners for b in r.batches
+                 if (warning := noise_warning(b.latency))]
+        if noisy:
+            noisy.append("the latencies spread widely: the machine was busy, or the runners disturbed each other "
                          "(caches, clock); medians and ratios are uncertain: rerun on an idle machine, with more "
                          "--iters or fewer artifacts per run")
-        return found
+        if len({_describe_input(r) for r in self.runners}) > 1:
+            noisy.insert(0, "the runners take different inputs (see input): a ratio compares different work, not "
+                            "only different runtimes")
+        return noisy
 
     def input_description(self) -> str:
-        """The shape every runner was fed, for people: "video [N, 8, 3, 224, 224] (T=8, 224x224)"."""
-        first = self.runners[0]
-        dims = ", ".join("N" if i == 0 else str(d) for i, d in enumerate(first.input_shape))
-        size = first.input_shape[-1]
-        clip = f"T={first.frames_per_clip}, {size}x{size}" if first.frames_per_clip > 1 else f"{size}x{size}"
-        return f"{first.input_name} [{dims}] ({clip}), batch {', '.join(map(str, self.batches))}"
+        """The shape every runner was fed, for people: "video [N, 8, 3, 224, 224] (T=8, 224x224)", or each
+        runner's where they differ."""
+        shapes = {_describe_input(r) for r in self.runners}
+        if len(shapes) == 1:
+            fed = shapes.pop()
+        else:
+            fed = "differs per runner: " + "; ".join(f"{r.label}: {_describe_input(r)}" for r in self.runners)
+        return f"{fed}, batch {', '.join(map(str, self.batches))}"
 
     def runner(self, label: str) -> RunnerResult:
         for result in self.runners:
@@ -186,6 +187,13 @@ class BenchReport:
                   "its first calls (pools a runtime kept from earlier work can be reused, so it can read low; bench "
                   "one artifact alone for its footprint)"]
         return "\n".join(lines) + "\n"
+
+
+def _describe_input(runner: RunnerResult) -> str:
+    dims = ", ".join("N" if i == 0 else str(d) for i, d in enumerate(runner.input_shape))
+    size = runner.input_shape[-1]
+    clip = f"T={runner.frames_per_clip}, {size}x{size}" if runner.frames_per_clip > 1 else f"{size}x{size}"
+    return f"{runner.input_name} [{dims}] ({clip})"
 
 
 # Why these limits: in a quiet interleaved run on this project's 2-core machines p90 stayed within 1.4-1.5x

@@ -35,18 +35,24 @@ def shared_geometry(artifacts: list[Path]) -> tuple[int | None, int | None]:
 
 
 def unique_labels(artifacts: list[Path]) -> list[str]:
-    """File names, or parent/name where two artifacts share a name."""
+    """File names, or folder/name where two artifacts share a name, numbered where the same file is named
+    twice (one file measured twice in a run: a check of the run's noise)."""
     names = [p.name for p in artifacts]
-    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in artifacts]
+    labels = [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 and p.parent.name else p.name
+              for p in artifacts]
+    return [f"{label} #{labels[:i].count(label) + 1}" if labels.count(label) > 1 else label
+            for i, label in enumerate(labels)]
 
 
 def split_backend(artifact: str | Path) -> tuple[Path, str | None]:
     """``model.onnx@openvino`` -> (model.onnx, "openvino"): one file measured on two runtimes in one run."""
     text = str(artifact)
     path, sep, backend = text.rpartition("@")
-    if sep and backend in BACKENDS and path:
-        return Path(path), backend
-    return Path(text), None
+    if not sep or not path or Path(text).is_file():  # a file whose own name has an @
+        return Path(text), None
+    if backend not in BACKENDS:
+        raise TamdeployError(f"unknown backend {backend!r} in {text}; use one of {', '.join(BACKENDS)} after the @")
+    return Path(path), backend
 
 
 def build_runners(artifacts: list[Path | str], backend: str | None, compile_torch: bool, input_size: int | None,
@@ -69,9 +75,10 @@ def build_runners(artifacts: list[Path | str], backend: str | None, compile_torc
         chosen = chosen or backend
         which = chosen or backend_for(path)
         if which == "pytorch":
+            # the ONNX model's T only where the checkpoint's weights do not fix their own
             runner = open_runner(path, chosen, compile=compile_torch or None, input_size=input_size or size,
-                                 num_segments=num_segments or t, trust_checkpoint=trust_checkpoint or None,
-                                 threads=threads)
+                                 num_segments=num_segments, default_num_segments=t,
+                                 trust_checkpoint=trust_checkpoint or None, threads=threads)
         elif which == "openvino":
             runner = open_runner(path, chosen, threads=threads, **(openvino or {}))
         else:

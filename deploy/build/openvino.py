@@ -40,7 +40,7 @@ from tamdeploy.deploy.runners.openvino_ir import (
     weights_path,
 )
 from tamdeploy.errors import TamdeployError
-from tamdeploy.files import OutputError, check_writable, describe_write_error, sha256_file, write_bytes_atomic
+from tamdeploy.files import OutputError, check_writable, describe_write_error, sha256_file
 
 # graph precision -> the inference precision the IR is built for
 DEFAULT_INFERENCE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "int8": "fp32"}
@@ -67,6 +67,16 @@ class IRBuildResult:
         return d
 
 
+def check_ir_output(out_xml: Path, inputs: list[Path]) -> Path:
+    """The folder the IR goes to, once its three files (.xml, .bin, .xml.json) are known to be writable
+    there: checked before calibrating, so that a mistake costs seconds, not the build."""
+    if out_xml.suffix != ".xml":  # OpenVINO saves only a lower-case .xml
+        raise TamdeployError(f"an OpenVINO IR is an .xml file (lower case, with its .bin beside it), got {out_xml}")
+    for path in (weights_path(out_xml), sidecar_path(out_xml)):
+        check_writable(path, inputs)
+    return check_writable(out_xml, inputs)
+
+
 def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta: Any = None,
              calibration: dict | None = None) -> IRBuildResult:
     """Write the IR of ``onnx_path`` (an FP32 or INT8 tamdeploy graph) to ``out_xml`` and its ``.bin``.
@@ -78,9 +88,7 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
         raise TamdeployError(f"`precision` for OpenVINO must be one of {', '.join(DEFAULT_INFERENCE)}, "
                              f"got {precision!r}")
     onnx_path, out_xml = Path(onnx_path), Path(out_xml)
-    if out_xml.suffix.lower() != ".xml":
-        raise TamdeployError(f"an OpenVINO IR is an .xml file (with its .bin beside it), got {out_xml}")
-    directory = check_writable(out_xml)
+    directory = check_ir_output(out_xml, inputs=[onnx_path])
     started = time.perf_counter()
     ov_version = openvino_version()
     core = tamdeploy_core()
@@ -130,12 +138,15 @@ def build_ir(onnx_path: str | Path, out_xml: str | Path, *, precision: str, meta
             "metadata": meta.to_metadata_props() if meta is not None else None,
         }
         xml_bytes, bin_bytes = staged_xml.stat().st_size, staged_bin.stat().st_size
-        try:
-            staged_bin.replace(weights_path(out_xml))
-            staged_xml.replace(out_xml)
-        except OSError as e:
-            raise OutputError(describe_write_error(out_xml, e)) from e
-        write_bytes_atomic(sidecar_path(out_xml), json.dumps(sidecar, indent=2).encode())
+        staged_sidecar = sidecar_path(staged_xml)
+        staged_sidecar.write_bytes(json.dumps(sidecar, indent=2).encode())
+        # all three are written before any is moved: a failure leaves no IR without its sidecar
+        for staged, target in ((staged_bin, weights_path(out_xml)), (staged_xml, out_xml),
+                               (staged_sidecar, sidecar_path(out_xml))):
+            try:
+                staged.replace(target)
+            except OSError as e:
+                raise OutputError(describe_write_error(target, e)) from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return IRBuildResult(xml_path=out_xml, bin_path=weights_path(out_xml), sidecar_path=sidecar_path(out_xml),

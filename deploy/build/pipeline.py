@@ -22,17 +22,18 @@ from tamdeploy.deploy.build.calibration import load_calibration
 from tamdeploy.deploy.build.fp16 import convert_fp16
 from tamdeploy.deploy.build.graph import PrecisionError, load_onnx, require_fp32
 from tamdeploy.deploy.build.int8 import LayerError, build_int8
-from tamdeploy.deploy.build.openvino import build_ir
+from tamdeploy.deploy.build.openvino import build_ir, check_ir_output
 from tamdeploy.deploy.runners.openvino_ir import import_openvino
 from tamdeploy.deploy.runners.trt import BUILD_INSTALL_HINT
 from tamdeploy.errors import BackendUnavailableError, TamdeployError
 from tamdeploy.exporters.metadata import read_metadata
-from tamdeploy.files import sha256_file, write_bytes_atomic
+from tamdeploy.files import check_writable, sha256_file, write_bytes_atomic
 
 TARGETS = ("onnxruntime", "tensorrt", "openvino")
 PRECISIONS = {"onnxruntime": ("fp16", "int8"), "tensorrt": (None, "fp16", "int8"),
               "openvino": (None, "bf16", "fp16", "int8")}
-SUFFIXES = {"onnxruntime": ".onnx", "tensorrt": ".plan", "openvino": ".xml"}
+SUFFIXES = {"onnxruntime": ".onnx", "tensorrt": ".plan", "openvino": ".xml"}  # the default output's
+OUTPUT_SUFFIXES = {"onnxruntime": (".onnx",), "tensorrt": (".plan", ".engine"), "openvino": (".xml",)}
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,20 @@ def _check(model_path: Path, options: BuildOptions) -> None:
         raise TamdeployError("`calib` and `sensitivity` are for `precision=int8`")
     if model_path.suffix.lower() != ".onnx":
         raise TamdeployError(f"{model_path} is not an .onnx file; build takes the model 'tamdeploy export' wrote")
+    engine_only = [name for name, given in (
+        ("`batch`", options.engine.batch is not None), ("`workspace_gb`", options.engine.workspace_gb is not None),
+        ("`opt_level`", options.engine.opt_level is not None),
+        ("`timing_cache`", options.engine.timing_cache is not None), ("`no_plugin`", not options.engine.use_plugin),
+    ) if given]
+    if engine_only and options.target != "tensorrt":
+        raise TamdeployError(f"{', '.join(engine_only)} are TensorRT builder options: add `target=tensorrt`, or drop "
+                             f"them (target {options.target} would ignore them)")
+    if options.output is not None:
+        suffix = Path(options.output).suffix
+        allowed = OUTPUT_SUFFIXES[options.target]
+        if suffix.lower() not in allowed or (options.target == "openvino" and suffix != ".xml"):
+            raise TamdeployError(f"-o {options.output}: target {options.target} writes {' or '.join(allowed)} "
+                                 f"(got {suffix or 'no suffix'})")
 
 
 def build(model_path: str | Path, options: BuildOptions, *, progress: bool = True,
@@ -138,6 +153,10 @@ def build(model_path: str | Path, options: BuildOptions, *, progress: bool = Tru
     started = time.perf_counter()
     output = Path(options.output) if options.output is not None else default_output(
         model_path, options.precision, options.target)
+    if options.target == "openvino":
+        check_ir_output(output, inputs=[model_path])
+    else:
+        check_writable(output, inputs=[model_path])
     model = load_onnx(model_path)
     require_fp32(model, model_path)
 
@@ -168,8 +187,13 @@ def build(model_path: str | Path, options: BuildOptions, *, progress: bool = Tru
         engine = result.to_dict()
     ir = None
     if options.target == "openvino":
-        result = build_ir(graph_path, output, precision=options.precision or "fp32", meta=read_metadata(model),
-                          calibration=calibration)
+        try:
+            result = build_ir(graph_path, output, precision=options.precision or "fp32", meta=read_metadata(model),
+                              calibration=calibration)
+        except BaseException:  # the INT8 graph was written for this IR alone: no IR, no graph
+            if graph_path != model_path:
+                graph_path.unlink(missing_ok=True)
+            raise
         for warning in result.warnings:
             warn(warning)
         ir, size = result.to_dict(), result.xml_bytes + result.bin_bytes

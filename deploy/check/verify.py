@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from tamdeploy.compare import TOLERANCES, Check, Comparison, Tolerance, compare
+from tamdeploy.compare import (
+    TOLERANCES,
+    Check,
+    Comparison,
+    Tolerance,
+    compare,
+    fails_on_rel_l2_alone,
+    rounding_limit,
+    rounding_note,
+)
 from tamdeploy.console import progress_bar
 from tamdeploy.deploy.check.bisect import BisectReport
 from tamdeploy.deploy.inputs.clips import ClipSpec, DataSummary, iter_clips, random_clips
@@ -295,15 +304,6 @@ def _run_both(candidate: Runner, reference: Runner, pairs: dict[str, str],
 # How far an FP32 artifact may be from PyTorch FP32, in multiples of PyTorch FP32's own distance from the
 # same network in float64: two computations that each round like FP32 differ by up to about twice that
 # (sqrt(2) when their roundings are independent); 3x leaves room, while an export mistake is orders larger.
-FP32_ROUNDING_MARGIN = 3.0
-
-
-def _fails_on_rel_l2_alone(outputs: dict[str, OutputResult]) -> bool:
-    """Some output fails, and only on relative L2 (top-5 and the rest hold): what FP32 rounding can do."""
-    failed = [c for r in outputs.values() for c in r.checks if not c.passed]
-    return bool(failed) and all(c.metric == "rel_l2_error" for c in failed)
-
-
 def _fp32_rounding(ref: Any, want: dict[str, list[np.ndarray]], batches: Iterator[tuple[np.ndarray, list[str]]],
                    pairs: dict[str, str]) -> dict[str, float]:
     """Per reference output: relative L2 of PyTorch FP32's outputs (``want``) from the same model in float64
@@ -411,18 +411,14 @@ def verify(artifact: str | os.PathLike, checkpoint: str | os.PathLike, *, data: 
             for name in pairs:
                 comparison = compare(np.concatenate(runs.got[name]), np.concatenate(runs.want[name]))
                 outputs[name] = OutputResult(name, comparison, tolerance.judge(comparison))
-            if precision == "fp32" and _fails_on_rel_l2_alone(outputs):
+            if precision == "fp32" and fails_on_rel_l2_alone(c for r in outputs.values() for c in r.checks):
                 # large logits (a deep net, big activations): FP32's own rounding alone can exceed 1e-5
                 own = _fp32_rounding(ref, runs.want, _chunks(spec, data, samples, batch, seed, DataSummary()), pairs)
                 for name, result in list(outputs.items()):
-                    limit = FP32_ROUNDING_MARGIN * own[pairs[name]]
-                    if limit > tolerance.rel_l2_max:  # the same judgement, this one limit widened
-                        widened = replace(tolerance, rel_l2_max=limit)
+                    widened = rounding_limit(tolerance, own[pairs[name]])
+                    if widened is not None:  # the same judgement, this one limit widened
                         outputs[name] = replace(result, checks=widened.judge(result.comparison))
-                        notes.append(f"{name}: PyTorch FP32 itself is {own[pairs[name]]:.2e} (relative L2) from the "
-                                     f"same network in float64 on these inputs, so FP32 rounding alone moves it that "
-                                     f"far; judged at relative L2 <= {limit:.2e} ({FP32_ROUNDING_MARGIN:g}x that) "
-                                     f"instead of {tolerance.rel_l2_max:g}")
+                        notes.append(rounding_note(name, own[pairs[name]], widened, tolerance))
         count = runs.count
         inputs = InputsUsed("data" if data is not None else "random", str(data) if data else None,
                             None if data is not None else seed, count, batch,

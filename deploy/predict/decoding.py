@@ -68,6 +68,24 @@ def decode_one(source: str, spec: ClipSpec, views: Views, normalise: bool = True
         return None, f"cannot read it: {e.strerror or e}"
 
 
+def _start_forkserver_without_cwd() -> None:
+    """Start the forkserver (once per process) without the current folder on its ``sys.path``: it runs as
+    ``python -c``, which puts the folder first, and there a folder named ``tamdeploy`` (a clone's parent
+    folder) shadows an editable install, whose finder comes after the path's. ``PYTHONSAFEPATH``
+    (Python 3.11+) keeps the folder off; the forkserver keeps the environment it started with."""
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
+
+
 def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, batch: int = 1,
             ahead: int | None = None) -> Iterator[Decoded]:
     """Each source decoded to uint8 frames, in input order. ``workers=0`` decodes in this process, one at a
@@ -84,6 +102,7 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
     ahead = max(1, ahead or -(-batch // views.count) + 2 * workers)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_WORKER_MODULES)
+    _start_forkserver_without_cwd()
     pending: deque[tuple[int, str, Future]] = deque()
     todo = iter(enumerate(sources))
     threads = max(1, usable_cores() // workers)
@@ -95,13 +114,18 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
 
         for _ in range(ahead):
             submit_next()
-        while pending:
-            index, source, future = pending.popleft()
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                raise TamdeployError(f"a decode worker died while decoding {source}: an FFmpeg crash, out of memory, "
-                                     "or (from a Python script) a script without `if __name__ == \"__main__\":`, "
-                                     "which worker processes re-run; `workers=0` decodes in this process") from None
-            submit_next()
-            yield Decoded(index, source, *result)
+        try:
+            while pending:
+                index, source, future = pending.popleft()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise TamdeployError(f"a decode worker died while decoding {source}: an FFmpeg crash, out of "
+                                         "memory, or (from a Python script) a script without `if __name__ == "
+                                         "\"__main__\":`, which worker processes re-run; `workers=0` decodes in "
+                                         "this process") from None
+                submit_next()
+                yield Decoded(index, source, *result)
+        except BaseException:  # an interrupt, a dead worker, a consumer that stopped: drop the queued decodes
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from tamdeploy.errors import DataError
+from tamdeploy.errors import DataError, TamdeployError
 from tamdeploy.models.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class Runner(ABC):
     """
 
     def __init__(self, name: str, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:  # every backend: 0 would mean "the default" to some of them
+            raise TamdeployError(f"`threads` must be at least 1, got {threads}")
         self.name = name
         self.threads = threads  # intra-op threads the backend uses; None: the backend's default
         self.config: ModelConfig | None = None  # known from the checkpoint or the ONNX metadata

@@ -20,8 +20,8 @@ ALSO_RUNS = {"onnxruntime": ("openvino",)}
 
 # the options each backend's runner takes
 _OPTIONS = {
-    "pytorch": {"device", "compile", "threads", "arch", "num_segments", "num_classes", "input_size",
-                "trust_checkpoint"},
+    "pytorch": {"device", "compile", "threads", "arch", "num_segments", "default_num_segments", "num_classes",
+                "input_size", "trust_checkpoint"},
     "onnxruntime": {"providers", "threads", "spin"},
     "openvino": {"precision", "performance", "streams", "threads", "cache_dir"},
     "tensorrt": {"threads", "cuda_graph", "device"},
@@ -84,7 +84,7 @@ def open_runner(artifact: str | os.PathLike, backend: str | None = None, **opts:
 def _mismatch(path: Path, native: str, backend: str) -> str:
     if native == "onnxruntime" and backend == "tensorrt":
         return (f"{path.name} is an ONNX model: build a TensorRT engine from it first (tamdeploy build "
-                f"{path.name}), then run the .plan with --backend tensorrt")
+                f"{path.name} --target tensorrt), then run the .plan")
     if native == "pytorch":
         return (f"{path.name} is a checkpoint, which runs on pytorch: export it to ONNX first "
                 f"(tamdeploy export {path.name}) to run it on {backend}")

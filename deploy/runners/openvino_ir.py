@@ -125,9 +125,20 @@ def check_ir(xml: str | Path, sidecar: dict | None, here_version: str) -> None:
                               f"its .xml.json; copy them together, or rebuild with 'tamdeploy build'")
     if sidecar is None:
         return
+    name = sidecar_path(xml).name
+    if (sidecar.get("format_version") or 0) > SIDECAR_VERSION:
+        raise IRMismatchError(f"{name} is of a newer tamdeploy (sidecar format {sidecar['format_version']}, this "
+                              f"one reads {SIDECAR_VERSION}): upgrade tamdeploy or rebuild the IR here")
+    for key in ("precision", "inference_precision"):
+        if sidecar.get(key) not in (None, *INFERENCE_PRECISIONS, "int8"):
+            raise IRMismatchError(f"{name} is damaged (its {key!r} is {sidecar[key]!r}); rebuild the IR with "
+                                  f"'tamdeploy build'")
     files = sidecar.get("files") or {}
+    if not files.get("xml_sha256") or not files.get("bin_sha256"):
+        raise IRMismatchError(f"{name} is damaged (no sha256 of the .xml and .bin, so nothing ties it to "
+                              f"{xml.name}); rebuild the IR with 'tamdeploy build', or delete the sidecar")
     for path, key in ((xml, "xml_sha256"), (weights, "bin_sha256")):
-        if files.get(key) and files[key] != sha256_file(path):
+        if files[key] != sha256_file(path):
             raise IRMismatchError(f"{sidecar_path(xml).name} describes another build than {path.name} (sha256 "
                                   f"differs): the IR and its sidecar were not written together; rebuild with "
                                   f"'tamdeploy build'")
@@ -135,3 +146,18 @@ def check_ir(xml: str | Path, sidecar: dict | None, here_version: str) -> None:
     if built and _release(built) > _release(here_version):
         raise IRMismatchError(f"{xml.name} was written by OpenVINO {built}, newer than the {here_version} here, "
                               f"which may not read its ops: upgrade OpenVINO or rebuild the IR here")
+
+
+def check_sidecar_against_ir(xml: str | Path, sidecar: dict, embedded: dict[str, str]) -> None:
+    """Raise where the sidecar says otherwise than the IR itself (``embedded_info``: the precision it was
+    built as, and the ONNX model's tamdeploy metadata that ``build_ir`` saved into it): the sha256s tie the
+    sidecar to the files, not its other fields, so an edited sidecar would otherwise decide silently how
+    the IR is judged (``verify``'s criterion) and fed (``predict``'s mean and std)."""
+    claims = {PRECISION_KEY: sidecar.get("precision"), INFERENCE_KEY: sidecar.get("inference_precision")}
+    # the metadata's own precision is the ONNX model's (fp32); the IR's is the key above
+    claims.update({k: v for k, v in (sidecar.get("metadata") or {}).items() if k != PRECISION_KEY})
+    for key, claimed in claims.items():
+        if claimed is not None and key in embedded and embedded[key] != str(claimed):
+            raise IRMismatchError(f"{sidecar_path(xml).name} says {key} is {str(claimed)[:60]!r}, but {Path(xml).name} "
+                                  f"itself says {embedded[key][:60]!r}: the sidecar was edited or is of another "
+                                  f"build; rebuild the IR with 'tamdeploy build', or delete the sidecar")

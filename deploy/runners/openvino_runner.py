@@ -32,6 +32,7 @@ from tamdeploy.deploy.runners.openvino_ir import (
     INFERENCE_PRECISIONS,
     PRECISION_KEY,
     check_ir,
+    check_sidecar_against_ir,
     cpu_has_bf16,
     embedded_info,
     openvino_message,
@@ -60,9 +61,8 @@ class OpenVINORunner(Runner):
                                  f"got {precision!r}")
         if performance not in PERFORMANCE_MODES:
             raise TamdeployError(f"`performance` must be one of {', '.join(PERFORMANCE_MODES)}, got {performance!r}")
-        for name, value in (("streams", streams), ("threads", threads)):
-            if value is not None and value < 1:
-                raise TamdeployError(f"`{name}` must be at least 1, got {value}")
+        if streams is not None and streams < 1:
+            raise TamdeployError(f"`streams` must be at least 1, got {streams}")
         super().__init__(f"openvino-{device.lower()}", threads)
         self.model_path = Path(model)
         self.requested_precision = precision
@@ -97,6 +97,8 @@ class OpenVINORunner(Runner):
         # what the model was built as: the IR's sidecar, else what the model itself carries (an IR copied
         # without its sidecar, or an ONNX file: tamdeploy's metadata_props, which OpenVINO keeps)
         embedded = embedded_info(model)
+        if self.sidecar is not None:
+            check_sidecar_against_ir(path, self.sidecar, embedded)
         built = self.sidecar or {"precision": embedded.get(PRECISION_KEY), "inference_precision":
                                  embedded.get(INFERENCE_KEY), "metadata": embedded}
         self.metadata = metadata_from_props(built.get("metadata") or {})

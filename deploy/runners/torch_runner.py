@@ -56,11 +56,13 @@ class TorchRunner(Runner):
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, arch: str | None = None, num_segments: int | None = None,
                         num_classes: int | None = None, input_size: int | None = None,
-                        trust_checkpoint: bool = False, **options) -> TorchRunner:
+                        default_num_segments: int | None = None, trust_checkpoint: bool = False,
+                        **options) -> TorchRunner:
         """A runner that loads ``path`` with ``tamdeploy.models.load_checkpoint`` when activated.
 
         A checkpoint does not record the input size unless it is tamdeploy's own format: pass
-        ``input_size`` to match the ONNX model it is compared with. ``options`` go to the constructor.
+        ``input_size`` to match the ONNX model it is compared with; ``default_num_segments`` is the T to
+        use where the weights do not fix one. ``options`` go to the constructor.
         """
         path = Path(path)
 
@@ -68,7 +70,7 @@ class TorchRunner(Runner):
             from tamdeploy.models import load_checkpoint
 
             loaded = load_checkpoint(path, arch=arch, num_segments=num_segments, num_classes=num_classes,
-                                     trust_checkpoint=trust_checkpoint)
+                                     default_num_segments=default_num_segments, trust_checkpoint=trust_checkpoint)
             config = loaded.config if input_size is None else replace(loaded.config, input_size=input_size)
             return loaded.model, config
 

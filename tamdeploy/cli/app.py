@@ -6,15 +6,16 @@ app registers them here, in the order ``--help`` lists them (the order of the wo
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
 import typer
 
 try:  # Typer >= 0.2x carries its own copy of click
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import Abort, ClickException
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException
+    from click.exceptions import Abort, ClickException
 
 from tamdeploy import __version__
 from tamdeploy.cli.bench_cmd import bench
@@ -24,7 +25,7 @@ from tamdeploy.cli.demo_cmd import demo
 from tamdeploy.cli.eval_cmd import eval
 from tamdeploy.cli.export_cmd import export
 from tamdeploy.cli.inspect_cmd import inspect
-from tamdeploy.cli.options import fail, state
+from tamdeploy.cli.options import INTERRUPTED_EXIT, fail, state, terminate_on_sigterm
 from tamdeploy.cli.package_cmd import package
 from tamdeploy.cli.predict_cmd import predict
 from tamdeploy.cli.serve_cmd import serve
@@ -61,13 +62,21 @@ def main(
 
 
 def run() -> None:
-    """Console-script entry point. With --json, a mistake that the option parser catches (a missing
-    argument, a value of the wrong type) is one line of JSON on stdout too, like every other error."""
-    if "--json" not in sys.argv[1:]:
-        app()
-        return
+    """Console-script entry point. A mistake that the option parser catches (an unknown option, a missing
+    argument, a value of the wrong type) is one line and exit 2 like every other error, and one line of
+    JSON on stdout too with --json."""
+    json_output = "--json" in sys.argv[1:]
+    signal.signal(signal.SIGTERM, terminate_on_sigterm)
     try:
         result = app(standalone_mode=False)
     except ClickException as e:
-        raise SystemExit(fail(e.format_message(), e.exit_code, json_output=True).exit_code) from None
+        message = e.format_message().strip().rstrip(".")
+        if not message:  # `tamdeploy` alone: the help was the answer
+            raise SystemExit(e.exit_code) from None
+        context = getattr(e, "ctx", None)
+        if context is not None:
+            message += f" (see `{context.command_path} --help`)"
+        raise SystemExit(fail(message, e.exit_code, json_output).exit_code) from None
+    except Abort:  # Ctrl-C before a command started its work
+        raise SystemExit(fail("interrupted; nothing written", INTERRUPTED_EXIT, json_output).exit_code) from None
     raise SystemExit(result if isinstance(result, int) else 0)

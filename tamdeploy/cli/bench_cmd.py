@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tamdeploy.cli.options import (
+    OPENVINO_FLAGS,
     CacheDirOption,
     JsonOption,
     OVPrecisionOption,
@@ -51,8 +52,8 @@ def bench(
     input_size: Annotated[int | None, typer.Option(
         help="Input size for checkpoints (default: that of the first tamdeploy ONNX given, else 224).")] = None,
     num_segments: Annotated[int | None, typer.Option(help="T for checkpoints whose weights do not say.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG: latency distributions and batch scaling.")
-                    ] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a plot of the latency distributions and batch scaling: .png, .svg or .pdf.")] = None,
     ov_precision: OVPrecisionOption = None,
     performance: PerformanceOption = None,
     streams: StreamsOption = None,
@@ -60,7 +61,7 @@ def bench(
     trust_checkpoint: TrustOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Latency (min, mean, median, p90, p95, p99, max), throughput, load time and peak memory.
+    """Latency (median, p90, p99, min, max; --json adds mean and p95), throughput, load time and peak memory.
 
     Several artifacts run interleaved (round-robin each round, so noise hits all alike) and are
     reported with ratios against the first: `tamdeploy bench model.pth model.onnx --batch 1,4`.
@@ -76,17 +77,21 @@ def bench(
         _bench_server(server, model, concurrency, iters, artifacts, json_output)
         return
     from tamdeploy.deploy.bench import plot_bench, run_benchmark
-    from tamdeploy.deploy.bench.setup import build_runners, parse_batches
+    from tamdeploy.deploy.bench.plots import check_plot_path
+    from tamdeploy.deploy.bench.setup import build_runners, parse_batches, split_backend
 
     if iters is not None and duration is not None:
         raise TamdeployError("give --iters or --duration, not both")
+    if not 0 <= settle_ms <= 10_000:
+        raise TamdeployError(f"--settle-ms must be 0-10000 (ms), got {settle_ms:g}")
+    if plot is not None:  # before the measuring, which takes minutes
+        check_plot_path(plot, inputs=[split_backend(a)[0] for a in artifacts or []])
     openvino = openvino_options(ov_precision, performance, streams, cache_dir)
     runners = build_runners(list(artifacts or []), backend, compile, input_size, num_segments, trust_checkpoint,
                             openvino=openvino)
     if openvino and not any(runner.name.startswith("openvino") for _, runner in runners):
-        flags = {"precision": "--ov-precision", "performance": "--performance", "streams": "--streams",
-                 "cache_dir": "--cache-dir"}
-        warn(f"{', '.join(flags[key] for key in openvino)} only apply to OpenVINO runners, and none is benched: "
+        given = ", ".join(OPENVINO_FLAGS[key] for key in openvino)
+        warn(f"{given} only apply to OpenVINO runners, and none is benched: "
              "add --backend openvino, or name an artifact as model.onnx@openvino")
     report = run_benchmark(runners, parse_batches(batch), warmup=warmup, iters=iters, duration=duration,
                            threads=threads, settle=settle_ms / 1000, progress=not json_output)

@@ -9,6 +9,7 @@ import typer
 
 from tamdeploy.cli.options import JsonOption, user_errors
 from tamdeploy.console import info, key_value_table, out, print_json
+from tamdeploy.errors import TamdeployError
 
 
 @user_errors
@@ -27,6 +28,8 @@ def demo(
     from tamdeploy.deploy.demo import check_backend, run_demo
     from tamdeploy.files import make_output_dir
 
+    if not seconds > 0:  # checked before the work, not at its last step
+        raise TamdeployError(f"--seconds must be > 0, got {seconds:g}")
     check_backend(backend)  # before the folder: a wrong backend leaves nothing behind
     make_output_dir(directory)  # a folder that cannot be made is the one line, before any other output
     if not json_output:

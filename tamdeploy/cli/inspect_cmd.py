@@ -28,12 +28,24 @@ def inspect(
 ) -> None:
     """Show what a checkpoint holds: layout, architecture, T, classes, parameters, input size; for an .onnx,
     what tamdeploy recorded in it (or, with --system, what this machine offers a deployed model)."""
+    checkpoint_flags = [flag for flag, value in (("--arch", arch), ("--num-segments", num_segments),
+                                                 ("--num-classes", num_classes)) if value is not None]
     if system:
+        if checkpoint is not None or checkpoint_flags:
+            raise TamdeployError("--system describes this machine: give it alone, or name a file without it")
         _inspect_system(json_output)
         return
     if checkpoint is None:
         raise TamdeployError("name a checkpoint to inspect, or pass --system to inspect this machine")
+    built = {".xml": "an OpenVINO IR", ".plan": "a TensorRT engine", ".engine": "a TensorRT engine"}
+    if checkpoint.suffix.lower() in built:
+        raise TamdeployError(f"{checkpoint.name} is {built[checkpoint.suffix.lower()]}: inspect reads checkpoints "
+                             f"and .onnx exports; the build's sidecar {checkpoint.name}.json says what it was "
+                             f"built from and as")
     if checkpoint.suffix.lower() == ".onnx":
+        if checkpoint_flags:  # an export records them; a flag here would be silently ignored
+            raise TamdeployError(f"{', '.join(checkpoint_flags)} apply to checkpoints; {checkpoint.name} records "
+                                 f"what it was exported with")
         _inspect_onnx(checkpoint, json_output)
         return
     from tamdeploy.models import load_checkpoint

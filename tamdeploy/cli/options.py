@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +26,8 @@ from tamdeploy.files import written_outputs
 state = {"debug": False}
 
 # Library parameters whose flag is not the parameter's name with dashes.
-FLAGS = {"model_spec": "--model", "precision=int8": "--int8", "precision=fp16": "--fp16", "precision=bf16": "--bf16"}
+FLAGS = {"model_spec": "--model", "precision=int8": "--int8", "precision=fp16": "--fp16", "precision=bf16": "--bf16",
+         "workspace_gb": "--workspace"}
 _PARAMETER = re.compile(r"`([a-z0-9_]+)(?:=([^`]*))?`")
 
 
@@ -83,6 +86,11 @@ CacheDirOption = Annotated[Path | None, typer.Option(
     help="OpenVINO: compiled-model cache folder, so that the next load skips compiling.")]
 
 
+# The OpenVINO runner's options as this CLI spells them.
+OPENVINO_FLAGS = {"precision": "--ov-precision", "performance": "--performance", "streams": "--streams",
+                  "cache_dir": "--cache-dir"}
+
+
 def openvino_options(precision: str | None, performance: str | None, streams: int | None,
                      cache_dir: Path | None) -> dict[str, Any]:
     """The OpenVINO runner's options that were given (the others keep the runner's defaults), checked here
@@ -101,6 +109,17 @@ def openvino_options(precision: str | None, performance: str | None, streams: in
 
 INTERNAL_ERROR_EXIT = 3  # 1 means "parity failed", 2 "a mistake the user can fix"
 INTERRUPTED_EXIT = 130  # the shell's code for SIGINT
+BROKEN_PIPE_EXIT = 141  # the shell's code for SIGPIPE
+TERMINATED_EXIT = 143  # the shell's code for SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a scheduler stopping the job) raised as an interrupt, so that the clean-up Ctrl-C
+    gets (temp files removed, decode workers stopped, the one line) runs for it too."""
+
+
+def terminate_on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 def fail(message: str, exit_code: int, json_output: bool) -> typer.Exit:
@@ -130,13 +149,18 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if state["debug"]:
                 raise
             raise fail(str(e), e.exit_code, json_output) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if state["debug"]:
                 raise
             written = written_outputs()
             what = ("nothing written" if not written else
                     "written before it: " + ", ".join(str(p) for p in written))
+            if isinstance(e, Terminated):
+                raise fail(f"terminated; {what}", TERMINATED_EXIT, json_output) from None
             raise fail(f"interrupted; {what}", INTERRUPTED_EXIT, json_output) from None
+        except BrokenPipeError:  # the reader went away (`| head`): not an error of ours, and nothing to tell
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
+            raise typer.Exit(BROKEN_PIPE_EXIT) from None
         except Exception as e:
             if state["debug"]:
                 raise

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from tamdeploy.cli.options import (
+    OPENVINO_FLAGS,
     CacheDirOption,
     JsonOption,
     OVPrecisionOption,
@@ -20,6 +21,7 @@ from tamdeploy.cli.options import (
 )
 from tamdeploy.cli.tables import parity_table
 from tamdeploy.console import info, key_value_table, out, print_json, warn
+from tamdeploy.errors import TamdeployError
 
 if TYPE_CHECKING:
     from tamdeploy.deploy.check.bisect import BisectReport
@@ -65,10 +67,15 @@ def verify(
     Exits 0 on PASS, 1 on FAIL, 2 on unusable input.
     """
     from tamdeploy.deploy.check.verify import verify as run_verify
+    from tamdeploy.deploy.runners import backend_for
 
+    openvino = openvino_options(ov_precision, performance, streams, cache_dir)
+    if openvino and (backend or backend_for(artifact)) != "openvino":
+        raise TamdeployError(f"{', '.join(OPENVINO_FLAGS[key] for key in openvino)} only apply to OpenVINO: add "
+                             f"--backend openvino to run {artifact.name} there")
     report = run_verify(artifact, ckpt, data=data, samples=samples, batch=batch, backend=backend, bisect=bisect,
                         trust_checkpoint=trust_checkpoint, seed=seed, threads=threads, progress=not json_output,
-                        runner_options=openvino_options(ov_precision, performance, streams, cache_dir))
+                        runner_options=openvino)
     if json_output:
         print_json(report.to_dict())
     else:

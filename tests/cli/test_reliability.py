@@ -308,15 +308,21 @@ def test_checkpoints_are_told_by_content_when_the_suffix_says_nothing(tiny, tmp_
     (("verify", "model.xml", "--json"), "Missing option '--ckpt'"),
     (("bench", "model.xml", "--streams", "abc", "--json"), "Invalid value for '--streams'"),
     (("build", "model.onnx", "--precision", "fp16", "--json"), "No such option: --precision"),
+    (("export", "--bogus"), "No such option: --bogus (see `tamdeploy export --help`)"),
 ])
-def test_a_usage_mistake_under_json_is_one_line_of_json_on_stdout(args, needle):
-    """What the option parser refuses is an error like any other: with --json, a script reads JSON."""
+def test_a_usage_mistake_is_one_line_and_under_json_one_line_of_json_on_stdout(args, needle):
+    """What the option parser refuses is an error like any other: one line on stderr (not a box of help),
+    and with --json, a script reads JSON."""
     exe = Path(sys.executable).with_name("tamdeploy")
     result = subprocess.run([str(exe), *args], capture_output=True, text=True, check=False)
     assert result.returncode == 2
-    (line,) = result.stdout.splitlines()
-    assert json.loads(line)["exit_code"] == 2 and needle in json.loads(line)["error"]
-    assert result.stderr.strip().splitlines() == [f"error: {json.loads(line)['error']}"]
+    (message,) = result.stderr.strip().splitlines()
+    assert message.startswith("error: ") and needle in message
+    if "--json" in args:
+        (line,) = result.stdout.splitlines()
+        assert json.loads(line)["exit_code"] == 2 and f"error: {json.loads(line)['error']}" == message
+    else:
+        assert result.stdout == ""
 
 
 def test_an_error_of_several_lines_is_printed_as_one(tiny, monkeypatch):
@@ -346,3 +352,50 @@ def test_serving_commands_refuse_what_they_would_ignore_or_misread(tiny, tmp_pat
     (tmp_path / "labels.txt").write_text("a\nb\n")
     text = invoke("package", tmp_path / "labels.txt", "--triton", tmp_path / "repo")
     assert text.exit_code == 2 and "labels.txt is not a model to serve: give a tamdeploy .onnx" in text.stderr
+
+
+# --- a second newcomer's run (session 6): outputs over inputs, flags checked before the work ------------
+
+
+def test_bench_never_plots_over_an_artifact_and_writes_the_format_its_suffix_names(tiny, tmp_path):
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(tiny[1].read_bytes())
+    over = invoke("bench", onnx_file, "--iters", 1, "--batch", 1, "--plot", onnx_file)
+    assert one_line(over).endswith("which writing would destroy; choose another output path")
+    assert onnx_file.read_bytes() == tiny[1].read_bytes()
+    assert "name it .png, .svg or .pdf" in one_line(invoke("bench", onnx_file, "--plot", tmp_path / "p.txt"))
+    svg = invoke("bench", onnx_file, "--iters", 2, "--warmup", 0, "--batch", 1, "--plot", tmp_path / "p.svg")
+    assert svg.exit_code == 0, svg.stderr
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:1000]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("bench", "{onnx}@foo"), "unknown backend 'foo' in "),
+    (("bench", "{onnx}", "--settle-ms", "-5"), "--settle-ms must be 0-10000 (ms), got -5"),
+    (("inspect", "{ckpt}", "--system"), "--system describes this machine: give it alone"),
+    (("inspect", "{onnx}", "--num-segments", "8"), "--num-segments apply to checkpoints; tiny.onnx records"),
+    (("demo", "--seconds", "0", "--dir", "{tmp}/demo"), "--seconds must be > 0, got 0"),
+    (("verify", "{onnx}", "--ckpt", "{ckpt}", "--ov-precision", "bf16"),
+     "--ov-precision only apply to OpenVINO: add --backend openvino to run tiny.onnx there"),
+    (("inspect", "{tmp}/m.xml"), "m.xml is an OpenVINO IR: inspect reads checkpoints and .onnx exports"),
+    (("predict", "{onnx}", "{onnx}", "--threads", "0"), "--threads must be at least 1, got 0"),
+    (("bench", "{onnx}@tensorrt"), "build a TensorRT engine from it first (tamdeploy build tiny.onnx --target "
+                                   "tensorrt)"),
+])
+def test_flags_are_checked_before_the_work_and_named_as_typed(tiny, tmp_path, args, needle):
+    names = {"onnx": tiny[1], "ckpt": tiny[0], "tmp": tmp_path}
+    result = invoke(*(a.format(**names) for a in args))
+    assert needle in one_line(result)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_bench_keeps_the_t_a_checkpoints_tam_weights_fix_and_says_the_inputs_differ(tiny, tmp_path):
+    """The ONNX model's T is only a default for checkpoints: TAM weights trained for T=8 run at T=8."""
+    t8 = save_checkpoint(create_model("tanet_r50", width=0.25, num_segments=8, num_classes=5, input_size=SIZE),
+                         None, tmp_path / "t8.pth")
+    result = invoke("bench", tiny[1], t8, "--iters", 2, "--warmup", 0, "--batch", 1, "--settle-ms", 0, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["input"].startswith("differs per runner: tiny.onnx: video [N, 4, 3, 32, 32] (T=4, 32x32); "
+                                      "t8.pth: video [N, 8, 3, 32, 32] (T=8, 32x32)")
+    assert report["warnings"][0].startswith("the runners take different inputs")

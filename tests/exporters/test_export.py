@@ -184,16 +184,49 @@ def no_onnx_left(directory: Path) -> bool:
     (["--input-size", "16"], "too small"),
     (["--tam-op", "magic"], "--tam-op"),
     (["--opset", "13"], "--opset"),
+    (["--opset", "99"], "--opset must be 18-"),
     (["--model", "does_not_exist.py:build"], "does not exist"),
+    (["--model", f"{USER_NET}:build_raising"], "build_raising() raised RuntimeError: boom"),
+    (["--model", f"{USER_NET}:build"], "does not fit"),  # the TANet checkpoint's weights on the user's net
+    (["-o", "blocker/x.onnx"], "blocker is a file, not a directory"),
     (["--model", f"{USER_NET}:no_such_factory"], "no_such_factory"),
     (["--model", "no-colon-here"], "path/to/file.py:factory"),
 ])
-def test_bad_input_is_one_line_exit_2_and_no_output(tanet_ckpt, tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_no_output(tanet_ckpt, tmp_path, args, message, monkeypatch):
+    (tmp_path / "blocker").write_text("a file where -o wants a folder")
+    monkeypatch.chdir(tmp_path)
     result = invoke("export", tanet_ckpt, "-o", tmp_path / "out.onnx", "--input-size", SIZE, *args)
     assert result.exit_code == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert no_onnx_left(tmp_path)
+
+
+def test_a_video_network_without_temporal_modules_needs_its_t(tmp_path):
+    ckpt = tmp_path / "plain.pth"
+    torch.save(_user_module().build_plain_video().state_dict(), ckpt)
+    result = invoke("export", ckpt, "--model", f"{USER_NET}:build_plain_video", "--input-size", 32, "--no-verify")
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "failed on an input of shape [1, 3, 32, 32]" in result.stderr and "--num-segments" in result.stderr
+    ok = invoke("export", ckpt, "--model", f"{USER_NET}:build_plain_video", "--input-size", 32, "--num-segments",
+                3, "-o", tmp_path / "plain.onnx", "--json")
+    assert ok.exit_code == 0 and ok.json()["input"]["shape"] == ["N", 3, 3, 32, 32], ok.stderr
+
+
+def test_export_never_writes_over_its_checkpoint(tanet_ckpt, tmp_path):
+    before = tanet_ckpt.read_bytes()
+    result = invoke("export", tanet_ckpt, "-o", tanet_ckpt, "--no-verify", "--input-size", SIZE)
+    assert result.exit_code == 2 and "it is this command's input" in result.stderr, result.stderr
+    assert tanet_ckpt.read_bytes() == before
+
+
+def _user_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("user_net_plain", USER_NET)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_unwritable_output_is_exit_2(tanet_ckpt, tmp_path, monkeypatch):
@@ -217,3 +250,19 @@ def test_missing_and_non_checkpoint_files_are_exit_2(tmp_path):
     junk.write_text("not a checkpoint")
     result = invoke("export", junk, "-o", tmp_path / "junk.onnx")
     assert result.exit_code == 2 and no_onnx_left(tmp_path)
+
+
+def test_export_parity_judges_fp32_rounding_as_verify_does(tanet_ckpt, tmp_path, monkeypatch):
+    """With the limit below what FP32 rounding does here (as large logits do at 1e-5), the export's check
+    measures PyTorch FP32 against float64 and judges at 3x that, saying so, like verify."""
+    from dataclasses import replace
+
+    import tamdeploy.exporters.parity as parity
+
+    monkeypatch.setattr(parity, "FP32", replace(parity.FP32, rel_l2_max=1e-12))
+    result = invoke("export", tanet_ckpt, "-o", tmp_path / "m.onnx", "--input-size", SIZE, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = result.json()["parity"]
+    assert report["passed"] and "from the same network in float64" in report["note"]
+    limit = float(report["criterion"].split("<= ")[1].split(" ")[0])
+    assert 1e-12 < limit < 1e-5 and report["overall"]["rel_l2_error"] <= limit

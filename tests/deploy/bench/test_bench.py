@@ -338,3 +338,11 @@ def test_bad_runner_lists() -> None:
         run_benchmark([("a", RecordingRunner("a", [])), ("a", RecordingRunner("a", []))], progress=False)
     with RecordingRunner("a", []) as active, pytest.raises(TamdeployError, match="already active"):
         run_benchmark([("a", active)], progress=False)
+
+
+def test_labels_tell_artifacts_apart_and_number_one_file_named_twice():
+    from tamdeploy.deploy.bench.setup import unique_labels
+
+    assert unique_labels([Path("a.onnx"), Path("a.onnx")]) == ["a.onnx #1", "a.onnx #2"]
+    assert unique_labels([Path("x/a.onnx"), Path("y/a.onnx"), Path("b.onnx")]) == ["x/a.onnx", "y/a.onnx", "b.onnx"]
+    assert unique_labels([Path("a.onnx"), Path("a.onnx@openvino")]) == ["a.onnx", "a.onnx@openvino"]

@@ -392,3 +392,65 @@ def test_openvino_options_are_checked_by_their_flag_names_and_ignored_ones_are_s
     assert "--ov-precision must be one of fp32, bf16, fp16, got 'int8'" in message and "--int8" in message
     result = invoke("bench", onnx_path, "--ov-precision", "bf16", "--batch", "1", "--iters", "1", "--warmup", "0")
     assert result.exit_code == 0 and "--ov-precision only apply to OpenVINO runners" in " ".join(result.stderr.split())
+
+
+# --- a newcomer's second run (session 6) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    ({"precision": "int8"}, "says tamdeploy.precision is 'int8', but tsn.xml itself says 'fp32'"),
+    ({"inference_precision": "int4"}, "is damaged (its 'inference_precision' is 'int4')"),
+    ({"format_version": 99}, "is of a newer tamdeploy (sidecar format 99"),
+    ({"files": None}, "is damaged (no sha256 of the .xml and .bin"),
+])
+def test_an_edited_sidecar_cannot_change_how_the_ir_is_judged(exported, tsn_ir, edit, needle):
+    sidecar = json.loads(sidecar_path(tsn_ir).read_text())
+    sidecar.update(edit)
+    sidecar_path(tsn_ir).write_text(json.dumps(sidecar))
+    assert needle in one_line_error("verify", tsn_ir, "--ckpt", exported["tsn_r50"][0])
+
+
+def test_an_edited_sidecar_cannot_change_how_videos_are_fed(exported, tsn_ir):
+    sidecar = json.loads(sidecar_path(tsn_ir).read_text())
+    config = json.loads(sidecar["metadata"]["tamdeploy.config"])
+    config["mean"] = [0.0, 0.0, 0.0]
+    sidecar["metadata"]["tamdeploy.config"] = json.dumps(config)
+    sidecar_path(tsn_ir).write_text(json.dumps(sidecar))
+    message = one_line_error("verify", tsn_ir, "--ckpt", exported["tsn_r50"][0])
+    assert "says tamdeploy.config is" in message and "the sidecar was edited or is of another build" in message
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--fp16", "-o", "{tmp}/m.pth"), "-o {tmp}/m.pth: target onnxruntime writes .onnx (got .pth)"),
+    (("--target", "openvino", "-o", "{tmp}/F.XML"), "target openvino writes .xml (got .XML)"),
+    (("--fp16", "--opt-level", "3", "--no-plugin"), "--opt-level, --no-plugin are TensorRT builder options"),
+    (("--target", "openvino", "--int8", "--calib", "random", "-o", "{tmp}/K.xml"), "cannot write {tmp}/K.xml.json: "
+                                                                                   "it is a directory"),
+    (("--target", "openvino", "--int8", "--calib", "random", "-o", "{tmp}/nodir/x.xml"), "directory {tmp}/nodir "
+                                                                                         "does not exist"),
+])
+def test_build_outputs_are_checked_before_calibrating(exported, tmp_path, monkeypatch, args, needle):
+    import tamdeploy.deploy.build.pipeline as pipeline
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibrated before checking the output")
+
+    monkeypatch.setattr(pipeline, "load_calibration", no_calibration)
+    (tmp_path / "K.xml.json").mkdir()
+    message = one_line_error("build", exported["tsn_r50"][1], *(a.format(tmp=tmp_path) for a in args))
+    assert needle.format(tmp=tmp_path) in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["K.xml.json"]
+
+
+def test_a_failed_ir_build_leaves_neither_ir_nor_its_int8_graph(exported, tmp_path, monkeypatch):
+    import openvino
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("Exception from src/core/src/pass/serialize.cpp:1: No space left on device")
+
+    monkeypatch.setattr(openvino, "save_model", full_disk)
+    result = invoke("build", exported["tsn_r50"][1], "--target", "openvino", "--int8", "--calib", "random",
+                    "-o", tmp_path / "m.xml")
+    assert result.exit_code == 2  # after the warning that the calibration is random
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {tmp_path / 'm.xml'}")
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +108,76 @@ def test_eval_with_nothing_decodable_is_exit_2(tmp_path):
     result = invoke("eval", onnx_path, "--ann", tmp_path / "val.txt", "--json", "--workers", "0")
     assert result.exit_code == 2 and "none of the 1 video(s)" in result.stderr
     json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH, which keeps the folder off, is Python 3.11+")
+def test_decode_workers_start_in_a_folder_that_holds_a_folder_named_tamdeploy(tmp_path):
+    """The workers' forkserver runs as `python -c`, which puts the current folder first on its path: an
+    empty `tamdeploy` folder there (a clone's parent) shadowed the editable install and killed the workers."""
+    from tamdeploy.deploy.inputs.synthetic import write_motion_clips
+    from tamdeploy.exporters.pipeline import export_checkpoint
+    from tamdeploy.models import create_model, save_checkpoint
+
+    model = create_model("tsn_r50", width=0.25, num_segments=2, input_size=32, num_classes=3)
+    onnx_path = export_checkpoint(save_checkpoint(model, None, tmp_path / "m.pt"), tmp_path / "m.onnx",
+                                  verify=False).export.path
+    (video, _), = write_motion_clips(tmp_path / "clips", 1, frames=4, size=40)
+    work = tmp_path / "work"
+    (work / "tamdeploy").mkdir(parents=True)
+    exe = Path(sys.executable).with_name("tamdeploy")
+    result = subprocess.run([str(exe), "predict", str(onnx_path), str(video), "--workers", "1", "--json"], cwd=work,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["predictions"][0]["error"] is None
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found |= {int(p) for p in task.read_text().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc (Linux)")
+def test_sigterm_stops_predict_like_ctrl_c_with_its_workers(tmp_path):
+    """`kill PID` (SIGTERM, what job schedulers send) used to end predict with no word and leave its
+    decode workers and their forkserver running under init."""
+    from tamdeploy.deploy.inputs.synthetic import write_motion_clips
+    from tamdeploy.exporters.pipeline import export_checkpoint
+    from tamdeploy.models import create_model, save_checkpoint
+
+    model = create_model("tsn_r50", width=0.25, num_segments=2, input_size=32, num_classes=3)
+    onnx_path = export_checkpoint(save_checkpoint(model, None, tmp_path / "m.pt"), tmp_path / "m.onnx",
+                                  verify=False).export.path
+    (video, _), = write_motion_clips(tmp_path / "clips", 1, frames=16, size=64)
+    exe = Path(sys.executable).with_name("tamdeploy")
+    process = subprocess.Popen([str(exe), "predict", str(onnx_path), *[str(video)] * 3000, "--views", "10x3",
+                                "--workers", "1", "--out", str(tmp_path / "p.jsonl")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(process.pid) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the workers are decoding
+        children = _children(process.pid)
+        grandchildren = set().union(*(_children(c) for c in children)) if children else set()
+        assert children and process.poll() is None, "predict finished before it could be stopped"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "error: terminated; nothing written"
+    assert not (tmp_path / "p.jsonl").exists()
+    deadline = time.monotonic() + 20
+    while any(map(_alive, children | grandchildren)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, children | grandchildren))

@@ -68,3 +68,25 @@ class DriftsWhenExported(TinyTANet):
 
 def build_drifting():
     return DriftsWhenExported()
+
+
+def build_raising():
+    """A factory with a bug of the user's own."""
+    raise RuntimeError("boom")
+
+
+class PlainVideoNet(nn.Module):
+    """A video network with no TAM/ACTION module: only --num-segments says its T."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, video):
+        n, t = video.shape[:2]
+        return self.fc(self.conv(video.flatten(0, 1)).mean((2, 3))).view(n, t, -1).mean(1)
+
+
+def build_plain_video():
+    return PlainVideoNet()
