@@ -11,6 +11,7 @@ from torch import nn
 from tamdeploy.errors import ExportError
 from tamdeploy.exporters.onnx_export import ExportOptions, ExportResult, export_model
 from tamdeploy.exporters.parity import ParityResult, check_export_parity
+from tamdeploy.exporters.user_model import parse_model_spec
 from tamdeploy.files import check_writable, staged_output
 from tamdeploy.models.config import ModelConfig
 from tamdeploy.models.registry import MIN_INPUT_SIZE
@@ -76,7 +77,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     checkpoint = Path(checkpoint)
     options = options or ExportOptions()
     out = Path(output) if output is not None else default_output(checkpoint)
-    check_writable(out, inputs=[checkpoint])
+    if out.suffix.lower() != ".onnx":
+        raise ExportError(f"`output` {out} must name an .onnx file")
+    sources = [checkpoint, *([parse_model_spec(model_spec)[0]] if model_spec else [])]
+    check_writable(out, inputs=sources)
     stage("loading the checkpoint")
     model, cfg, layout, sha, warnings = _load(checkpoint, arch, num_segments, num_classes, input_size,
                                               model_spec, trust_checkpoint)

@@ -83,7 +83,7 @@ def load_checkpoint(
             warnings.append(f"ignored {len(dropped)} weight(s) outside the network: {_first(dropped)}")
         found = _infer_config(state_dict, str(path))
         layout = found_layout.name
-    if num_segments is None and found.config.is_video and found.config.block != "tam":  # only TAM's weights fix T
+    if num_segments is None and found.config.is_video and not found.fixes_num_segments:
         num_segments = default_num_segments
     config = _apply_arguments(found, arch, num_segments, num_classes, warnings)
     model = build_model(config)

@@ -154,7 +154,9 @@ class Check:
     passed: bool
 
 
-# FP32's own rounding (see "Why these limits"): the margin over PyTorch FP32's distance from float64.
+# How far an FP32 artifact may be from PyTorch FP32, in multiples of PyTorch FP32's own distance from the
+# same network in float64: two computations that each round like FP32 differ by up to about twice that
+# (sqrt(2) when their roundings are independent); 3x leaves room, while an export mistake is orders larger.
 FP32_ROUNDING_MARGIN = 3.0
 
 

@@ -24,8 +24,18 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+class _Console(Console):
+    """rich exits 1 when the reader of its output goes away (`| head`), which our exit codes read as "parity
+    failed": the BrokenPipeError goes on to the command's handler instead (exit 141, quietly)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console(soft_wrap=True)
+err = _Console(stderr=True, soft_wrap=True)
 
 # Library messages name parameters in backticks (`tam_op`, `calib=PATH`); the CLI installs a rewrite that
 # shows them as its flags (--tam-op, --calib PATH). Without the CLI they print as they are.

@@ -48,7 +48,7 @@ def split_backend(artifact: str | Path) -> tuple[Path, str | None]:
     """``model.onnx@openvino`` -> (model.onnx, "openvino"): one file measured on two runtimes in one run."""
     text = str(artifact)
     path, sep, backend = text.rpartition("@")
-    if not sep or not path or Path(text).is_file():  # a file whose own name has an @
+    if not sep or not path or "/" in backend or Path(text).is_file():  # an @ in a folder's or a file's name
         return Path(text), None
     if backend not in BACKENDS:
         raise TamdeployError(f"unknown backend {backend!r} in {text}; use one of {', '.join(BACKENDS)} after the @")

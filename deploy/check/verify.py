@@ -301,9 +301,6 @@ def _run_both(candidate: Runner, reference: Runner, pairs: dict[str, str],
 
 # --- FP32 rounding ----------------------------------------------------------------------------------
 
-# How far an FP32 artifact may be from PyTorch FP32, in multiples of PyTorch FP32's own distance from the
-# same network in float64: two computations that each round like FP32 differ by up to about twice that
-# (sqrt(2) when their roundings are independent); 3x leaves room, while an export mistake is orders larger.
 def _fp32_rounding(ref: Any, want: dict[str, list[np.ndarray]], batches: Iterator[tuple[np.ndarray, list[str]]],
                    pairs: dict[str, str]) -> dict[str, float]:
     """Per reference output: relative L2 of PyTorch FP32's outputs (``want``) from the same model in float64

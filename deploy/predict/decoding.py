@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from tamdeploy.console import warn
 from tamdeploy.deploy.inputs.clips import ClipSpec, read_view_frames, read_views
 from tamdeploy.deploy.inputs.video import Views, set_decoder_threads
 from tamdeploy.errors import TamdeployError
@@ -95,6 +98,10 @@ def decoded(sources: Iterable[str], spec: ClipSpec, views: Views, workers: int, 
     worker sat idle through every model call and a 1-worker eval ran at 0.71 of the decode rate)."""
     if workers < 0:
         raise TamdeployError(f"`workers` must be 0 or more, got {workers}")
+    if workers and sys.version_info < (3, 11) and (Path.cwd() / "tamdeploy").is_dir():
+        warn("a folder named tamdeploy here would shadow tamdeploy in the decode workers (Python 3.10 cannot keep "
+             "it off their path): decoding in this process; run from another folder to decode in parallel")
+        workers = 0
     if workers == 0:
         for index, source in enumerate(sources):
             yield Decoded(index, source, *decode_one(source, spec, views, normalise=False))

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -86,6 +88,7 @@ def ray_session(address: str | None):
         return
     if target:
         check_reachable(target)
+    ours = signal.getsignal(signal.SIGTERM)
     try:
         if target:
             ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
@@ -95,6 +98,8 @@ def ray_session(address: str | None):
         where = f"the Ray cluster at {target}" if target else "a local Ray instance"
         raise TamdeployError(f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                              ) from e
+    if ours is not None and threading.current_thread() is threading.main_thread():  # ray.init's exits on SIGTERM
+        signal.signal(signal.SIGTERM, ours)
     try:
         yield ray
     finally:

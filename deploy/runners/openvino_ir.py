@@ -23,7 +23,8 @@ INSTALL_HINT = 'OpenVINO is not installed: pip install "tamdeploy[openvino]"'
 SIDECAR_FORMAT = "tamdeploy-openvino-ir"
 SIDECAR_VERSION = 1
 # what the runner reads from the sidecar, and the JSON type each must have
-SIDECAR_FIELDS = {"precision": str, "inference_precision": str, "openvino_version": str, "files": dict,
+SIDECAR_FIELDS = {"format_version": int, "precision": str, "inference_precision": str, "openvino_version": str,
+                  "files": dict,
                   "onnx": dict, "calibration": dict, "config": dict, "metadata": dict}
 # tamdeploy's precision -> OpenVINO's INFERENCE_PRECISION_HINT
 INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}

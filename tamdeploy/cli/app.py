@@ -25,7 +25,7 @@ from tamdeploy.cli.demo_cmd import demo
 from tamdeploy.cli.eval_cmd import eval
 from tamdeploy.cli.export_cmd import export
 from tamdeploy.cli.inspect_cmd import inspect
-from tamdeploy.cli.options import INTERRUPTED_EXIT, fail, state, terminate_on_sigterm
+from tamdeploy.cli.options import fail, state, terminate_on_sigterm
 from tamdeploy.cli.package_cmd import package
 from tamdeploy.cli.predict_cmd import predict
 from tamdeploy.cli.serve_cmd import serve
@@ -77,6 +77,6 @@ def run() -> None:
         if context is not None:
             message += f" (see `{context.command_path} --help`)"
         raise SystemExit(fail(message, e.exit_code, json_output).exit_code) from None
-    except Abort:  # Ctrl-C before a command started its work
-        raise SystemExit(fail("interrupted; nothing written", INTERRUPTED_EXIT, json_output).exit_code) from None
+    except Abort:  # typer.Abort or end of input; Ctrl-C outside a command is typer's own exit 130
+        raise SystemExit(fail("aborted; nothing written", 1, json_output).exit_code) from None
     raise SystemExit(result if isinstance(result, int) else 0)

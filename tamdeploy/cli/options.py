@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def terminate_on_sigterm(signum: int, frame: Any) -> None:
+    # a second SIGTERM (the first waits for a long native call, a TensorRT build, to return) ends it at once
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Terminated
 
 

@@ -399,3 +399,13 @@ def test_bench_keeps_the_t_a_checkpoints_tam_weights_fix_and_says_the_inputs_dif
     assert report["input"].startswith("differs per runner: tiny.onnx: video [N, 4, 3, 32, 32] (T=4, 32x32); "
                                       "t8.pth: video [N, 8, 3, 32, 32] (T=8, 32x32)")
     assert report["warnings"][0].startswith("the runners take different inputs")
+
+
+def test_a_reader_that_goes_away_is_exit_141_without_a_word():
+    """`tamdeploy inspect --system | head -1`: rich used to exit 1 ("parity failed") on the closed pipe."""
+    exe = Path(sys.executable).with_name("tamdeploy")
+    process = subprocess.Popen([str(exe), "inspect", "--system"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before it writes: its first write meets a closed pipe
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert stderr == ""

@@ -189,6 +189,7 @@ def no_onnx_left(directory: Path) -> bool:
     (["--model", f"{USER_NET}:build_raising"], "build_raising() raised RuntimeError: boom"),
     (["--model", f"{USER_NET}:build"], "does not fit"),  # the TANet checkpoint's weights on the user's net
     (["-o", "blocker/x.onnx"], "blocker is a file, not a directory"),
+    (["-o", "model.txt"], "--output model.txt must name an .onnx file"),
     (["--model", f"{USER_NET}:no_such_factory"], "no_such_factory"),
     (["--model", "no-colon-here"], "path/to/file.py:factory"),
 ])
@@ -216,7 +217,7 @@ def test_a_video_network_without_temporal_modules_needs_its_t(tmp_path):
 def test_export_never_writes_over_its_checkpoint(tanet_ckpt, tmp_path):
     before = tanet_ckpt.read_bytes()
     result = invoke("export", tanet_ckpt, "-o", tanet_ckpt, "--no-verify", "--input-size", SIZE)
-    assert result.exit_code == 2 and "it is this command's input" in result.stderr, result.stderr
+    assert result.exit_code == 2 and "must name an .onnx file" in result.stderr, result.stderr
     assert tanet_ckpt.read_bytes() == before
 
 

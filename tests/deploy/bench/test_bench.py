@@ -346,3 +346,13 @@ def test_labels_tell_artifacts_apart_and_number_one_file_named_twice():
     assert unique_labels([Path("a.onnx"), Path("a.onnx")]) == ["a.onnx #1", "a.onnx #2"]
     assert unique_labels([Path("x/a.onnx"), Path("y/a.onnx"), Path("b.onnx")]) == ["x/a.onnx", "y/a.onnx", "b.onnx"]
     assert unique_labels([Path("a.onnx"), Path("a.onnx@openvino")]) == ["a.onnx", "a.onnx@openvino"]
+
+
+def test_an_at_sign_picks_a_backend_only_at_the_end_of_a_file_name(tmp_path):
+    from tamdeploy.deploy.bench.setup import split_backend
+
+    assert split_backend("m.onnx@openvino") == (Path("m.onnx"), "openvino")
+    assert split_backend("runs/exp@2/model.onnx") == (Path("runs/exp@2/model.onnx"), None)
+    odd = tmp_path / "model@v2"
+    odd.write_bytes(b"")
+    assert split_backend(odd) == (odd, None)

@@ -377,7 +377,7 @@ def test_files_openvino_cannot_read_are_one_line_with_the_reason(exported, tmp_p
 
 @pytest.mark.parametrize(("field", "value", "kind"), [
     ("files", "x", "an object"), ("openvino_version", 5, "a string"), ("calibration", "x", "an object"),
-    ("metadata", [1], "an object")])
+    ("metadata", [1], "an object"), ("format_version", "2", "a number")])
 def test_a_hand_edited_sidecar_with_a_wrong_type_is_damaged(exported, tsn_ir, field, value, kind):
     sidecar = json.loads(sidecar_path(tsn_ir).read_text())
     sidecar[field] = value
