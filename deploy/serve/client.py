@@ -25,9 +25,11 @@ class ServerAddress:
         protocol, sep, rest = url.partition("://")
         if not sep:
             protocol, rest = "http", url
-        if protocol not in ("http", "grpc") or ":" not in rest:
-            raise DataError(f"server {url!r}: give http://HOST:PORT or grpc://HOST:PORT")
-        return cls(protocol, rest.rstrip("/"))
+        rest = rest.rstrip("/")
+        host, _, port = rest.rpartition(":")
+        if protocol not in ("http", "grpc") or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise DataError(f"server {url!r}: give http://HOST:PORT or grpc://HOST:PORT, PORT 1-65535")
+        return cls(protocol, rest)
 
 
 class ServerClient:

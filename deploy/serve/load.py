@@ -53,7 +53,7 @@ class ServerBenchReport:
 
 def parse_concurrency(text: str) -> list[int]:
     try:
-        levels = [int(part) for part in text.split(",") if part.strip()]
+        levels = [int(part) for part in text.split(",")]  # an empty part ("1,,2") is a typo, not a skip
     except ValueError:
         levels = []
     if not levels or any(c < 1 for c in levels):

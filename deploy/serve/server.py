@@ -165,7 +165,11 @@ def _pip_reason(stderr: str) -> str:
 
 
 def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    if not 0 <= port <= 65535:
+        raise DataError(f"port {port} is not a port: use 1-65535, or 0 for a free one")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as a server binds: a port whose last connections are in TIME-WAIT (a server just stopped) is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as e:
@@ -224,11 +228,12 @@ class TritonServer:
     """One tritonserver process on 127.0.0.1 (a context manager: started on enter, stopped on exit)."""
 
     def __init__(self, repository: Path, env: ServerEnvironment, workdir: Path, http_port: int = 8000,
-                 grpc_port: int = 8001, metrics_port: int = 8002, host: str = "127.0.0.1") -> None:
+                 grpc_port: int = 8001, metrics_port: int = 8002, host: str = "127.0.0.1",
+                 log_path: Path | None = None) -> None:
         self.repository, self.env, self.workdir = repository, env, workdir
         self.http_port, self.grpc_port, self.metrics_port, self.host = http_port, grpc_port, metrics_port, host
         self.process: subprocess.Popen | None = None
-        self.log_path = workdir / "tritonserver.log"
+        self.log_path = log_path or workdir / "tritonserver.log"
         self.ready_seconds: float | None = None
 
     @property
@@ -307,15 +312,16 @@ class TritonServer:
         raise TamdeployError(f"tritonserver was not ready within {timeout:.0f} s (log: {self.log_path})")
 
     def failure_line(self) -> str:
-        """The log's first error line: what to tell the user when the server stops by itself."""
+        """What to tell the user when the server stops by itself: the log's first error line (Triton's
+        ``E...`` lines, less the GPU-less machine's CUDA notices), else its last line (a refused option
+        prints the usage text, then the reason)."""
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
+            lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             return "(no log)"
-        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
-        wanted = [line for line in errors if "CudaDriverHelper" not in line and "pinned" not in line
-                  and "CUDA" not in line]
-        return (wanted or errors or lines or ["(empty log)"])[0].strip()
+        errors = [line for line in lines if line[:1] == "E" and line[1:5].isdigit()
+                  and not any(noise in line for noise in ("CudaDriverHelper", "pinned", "CUDA"))]
+        return (errors or lines[-1:] or ["(empty log)"])[0]
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM to the server's PID (its stubs exit with it), SIGKILL if it does not stop in time."""

@@ -113,7 +113,7 @@ def _bench_server(url: str, model: str | None, concurrency: str, iters: int | No
 
     if artifacts:
         raise TamdeployError("give artifacts or --server, not both (a served model is measured on its own)")
-    report = bench_server(url, model, parse_concurrency(concurrency), requests=iters or 20)
+    report = bench_server(url, model, parse_concurrency(concurrency), requests=20 if iters is None else iters)
     if json_output:
         print_json(report.to_dict())
     else:

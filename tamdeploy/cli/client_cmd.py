@@ -56,12 +56,12 @@ def client(
                             "top_k": [{"label": label, "score": round(float(score), 6)}
                                       for label, score in zip(labels, result["scores"][0], strict=True)]})
     failed = [r for r in records if r["error"]]
-    if json_output:
-        print_json({"server": server, "model": name, "predictions": records, "failed": len(failed)})
-    else:
+    if not json_output:
         print_predictions(records, len(records[0]["top_k"]) if records and records[0]["top_k"] else 1)
         for r in failed:
             warn(f"{r['video']}: {r['error']}")
         info(f"{len(records) - len(failed)} of {len(records)} video(s) labelled by {name}")
-    if len(failed) == len(records):
+    if len(failed) == len(records):  # with --json the error alone: one JSON document, as predict
         raise DataError(f"the server labelled none of the {len(records)} video(s) (first: {failed[0]['error']})")
+    if json_output:
+        print_json({"server": server, "model": name, "predictions": records, "failed": len(failed)})

@@ -1,5 +1,5 @@
 """What every command shares: the ``--json`` and ``--trust-checkpoint`` options and ``user_errors``,
-which turns a ``TamdeployError`` into one line on stderr and its exit code (``--debug`` re-raises).
+which turns a ``TamdeployError`` into one line on stderr and its exit code (``--debug`` adds the traceback).
 
 Commands import this module, never the app: the app imports the commands (one list, in ``app.py``),
 so the import graph has no circle.
@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -135,11 +136,18 @@ def fail(message: str, exit_code: int, json_output: bool) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
+def show_traceback() -> None:
+    """With --debug, the traceback of the exception being handled, before its one line and exit code (which
+    --debug does not change)."""
+    if state["debug"]:
+        traceback.print_exc(file=sys.stderr)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The outcome of every command in one place: a ``TamdeployError`` is one line and its exit code (2);
-    Ctrl-C is one line saying what was written, exit 130; anything else is a bug: one line, exit 3, and
-    the traceback with ``--debug``. With ``--json`` the error is also printed as JSON on stdout, so a
-    script reading JSON gets JSON."""
+    Ctrl-C is one line saying what was written, exit 130; anything else is a bug: one line, exit 3. With
+    ``--debug`` the traceback comes first, the exit code stays. With ``--json`` the error is also printed as
+    JSON on stdout, so a script reading JSON gets JSON."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -149,12 +157,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort):
             raise
         except TamdeployError as e:
-            if state["debug"]:
-                raise
+            show_traceback()
             raise fail(str(e), e.exit_code, json_output) from None
         except KeyboardInterrupt as e:
-            if state["debug"]:
-                raise
+            show_traceback()
             written = written_outputs()
             what = ("nothing written" if not written else
                     "written before it: " + ", ".join(str(p) for p in written))
@@ -165,8 +171,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
             raise typer.Exit(BROKEN_PIPE_EXIT) from None
         except Exception as e:
-            if state["debug"]:
-                raise
+            show_traceback()
             raise fail(f"internal error: {type(e).__name__}: {e} (a bug in tamdeploy; run again with --debug "
                         f"for the traceback)", INTERNAL_ERROR_EXIT, json_output) from None
 

@@ -40,9 +40,10 @@ def package(
 
     if triton is None:
         raise DataError("say where to write the repository: --triton REPO")
-    if not preprocess and labels is not None:
-        raise DataError("--labels names the classes the video ensemble returns: add --preprocess (the plain model "
-                        "returns logits)")
+    ensemble_only = [flag for flag, given in (("--labels", labels is not None), ("--top-k", top_k != 5)) if given]
+    if not preprocess and ensemble_only:
+        raise DataError(f"{' and '.join(ensemble_only)} shape what the video ensemble returns: add --preprocess (the "
+                        f"plain model returns logits)")
     result = package_triton(artifact, triton, PackageOptions(name=name, max_batch=max_batch, instances=instances,
                                                              queue_delay_us=queue_delay_us, preprocess=preprocess,
                                                              labels=labels, top_k=top_k))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import tempfile
 import threading
@@ -64,11 +65,14 @@ def serve(
         raise DataError("name a model repository or an .onnx to serve (or --setup to prepare the server)")
     environment = ServerEnvironment(root)
     environment.check()
+    # the log outlives the scratch folder, so that an error can point at it; removed after a clean stop
+    log_path = Path(tempfile.gettempdir()) / f"tamdeploy-serve-{os.getpid()}.log"
     with tempfile.TemporaryDirectory(prefix="tamdeploy-serve-") as scratch:
         workdir = Path(scratch)
         repository = _repository(source, workdir, labels, instances)
         server = TritonServer(local_repository(repository, workdir), environment, workdir,
-                              port or free_port(), grpc_port or free_port(), metrics_port or free_port(), host)
+                              port or free_port(), grpc_port or free_port(), metrics_port or free_port(), host,
+                              log_path=log_path)
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
@@ -84,11 +88,12 @@ def serve(
                 while not stop.wait(0.5):
                     if server.process.poll() is not None:
                         raise DataError(f"tritonserver stopped by itself (code {server.process.returncode}): "
-                                        f"{server.failure_line()}")
+                                        f"{server.failure_line()} (log: {log_path})")
         except KeyboardInterrupt:
             info("stopped")
         finally:
             signal.signal(signal.SIGTERM, previous)
+        log_path.unlink(missing_ok=True)  # a clean stop (an error above keeps it)
 
 
 def _repository(source: Path, workdir: Path, labels: Path | None, instances: int) -> Path:

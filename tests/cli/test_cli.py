@@ -85,9 +85,11 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     assert not (tmp_path / "evil.onnx").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path):
     result = invoke("--debug", "inspect", tmp_path / "missing.pth")
-    assert result.exit_code != 0 and type(result.exception).__name__ == "CheckpointError"
+    assert result.exit_code == 2  # a mistake the user can fix, --debug or not (it was 1: "parity failed")
+    assert "Traceback" in result.stderr and "CheckpointError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint")
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,13 @@ def test_cli_client_and_bench_against_the_server(served):
     assert bench.json()["model"] == "tiny"
 
 
+def test_a_client_whose_every_video_fails_prints_one_json_document(served, tmp_path):
+    server = served["server"]
+    result = invoke("client", f"http://{server.http_url}", write_garbage(tmp_path / "bad.mp4"), "--json")
+    assert result.exit_code == 2
+    assert "labelled none of the 1 video(s)" in result.json()["error"]  # json() parses the whole stdout
+
+
 def test_port_in_use_and_missing_environment_are_one_line_exit_2(tiny_onnx, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
