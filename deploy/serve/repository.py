@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tamdeploy.console import warn
 from tamdeploy.errors import BackendUnavailableError, DataError, TamdeployError
 from tamdeploy.models.config import ModelConfig
 
@@ -235,9 +236,14 @@ def package_triton(artifact: str | os.PathLike, repository: str | os.PathLike,
     artifact, repository = Path(artifact), Path(repository)
     if not artifact.is_file():
         raise DataError(f"{artifact} does not exist" if not artifact.exists() else f"{artifact} is not a file")
-    if options.max_batch < 1 or options.instances < 1 or options.queue_delay_us < 0 or options.top_k < 1:
-        raise DataError("`max_batch`, `instances` and `top_k` must be at least 1 and `queue_delay_us` at least 0")
+    for name, value, least in (("max_batch", options.max_batch, 1), ("instances", options.instances, 1),
+                               ("top_k", options.top_k, 1), ("queue_delay_us", options.queue_delay_us, 0)):
+        if value < least:  # named alone: serve passes only `instances` on
+            raise DataError(f"`{name}` must be at least {least}, got {value}")
     io = artifact_io(artifact)
+    if options.preprocess and options.top_k > io.config.num_classes:
+        warn(f"`top_k={options.top_k}` is more than the model's {io.config.num_classes} classes: the video ensemble "
+             f"returns all {io.config.num_classes}")
     base = options.name or artifact.name.split(".")[0]
     if not base.replace("_", "").replace("-", "").isalnum():
         raise DataError(f"model name {base!r}: use letters, digits, - and _ (Triton names folders by it)")

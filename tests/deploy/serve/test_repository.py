@@ -105,7 +105,8 @@ def test_models_already_there_are_refused_and_a_failure_leaves_the_repository_as
 @pytest.mark.parametrize("args,message", [
     ([], "--triton REPO"),
     (["--name", "no/slashes"], "model name"),
-    (["--max-batch", "0"], "at least 1"),
+    (["--max-batch", "0"], "--max-batch must be at least 1, got 0"),
+    (["--instances", "0"], "--instances must be at least 1, got 0"),
     (["--preprocess", "--labels", "LABELS3"], "holds 3 names but the model has 5 classes"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tmp_path, args, message):
@@ -116,6 +117,13 @@ def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tmp_path, args, message):
     assert result.exit_code == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "repo" / "tiny").exists()
+
+
+def test_a_top_k_above_the_class_count_is_said(tiny_onnx, tmp_path):
+    result = invoke("package", tiny_onnx, "--triton", tmp_path / "repo", "--preprocess", "--top-k", "50")
+    assert result.exit_code == 0, result.stderr
+    assert "--top-k 50 is more than the model's 5 classes: the video ensemble returns all 5" in " ".join(
+        result.stderr.split())
 
 
 def test_foreign_onnx_is_refused(tmp_path):
